@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny random BERT (any head) with its own WordPiece tokenizer, and ../shared paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_MODELS = SHARED / "models"
+GLUE_DIR = SHARED / "data" / "glue"
+SQUAD_HELDOUT = SHARED / "data" / "squad" / "dev-v1.1-heldout12.json"
+
+WORDS = ("the a an is was movie film good bad great boring fun not very who what when where wrote "
+         "written book novel author city river year in of by and to it this that , . ? !").split()
+
+
+def make_tiny_bert(folder: Path, head: str = "classification", num_layers: int = 2, seed: int = 0) -> Path:
+    """Save a random 2-layer BERT (hidden 32, 4 heads) and a fast tokenizer into `folder`."""
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz",
+             *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    num_labels = {"classification": 3, "regression": 1, "question-answering": 2}[head]
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=num_labels)
+    if head == "regression":
+        config.problem_type = "regression"
+    torch.manual_seed(seed)
+    cls = BertForQuestionAnswering if head == "question-answering" else BertForSequenceClassification
+    model = cls(config).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {head: make_tiny_bert(root / head, head) for head in ("classification", "regression", "question-answering")}
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_models, tmp_path_factory) -> dict[str, Path]:
+    """The tiny models exported once per session."""
+    from bert2onnxq.export import export
+
+    root = tmp_path_factory.mktemp("tiny_onnx")
+    return {head: Path(export(str(src), root / head / "model.onnx")["output"]) for head, src in tiny_models.items()}
+
+
+def needs_shared(*paths: Path):
+    missing = [p for p in paths if not p.exists()]
+    return pytest.mark.skipif(bool(missing), reason=f"../shared is missing {missing}")
