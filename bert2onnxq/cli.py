@@ -158,14 +158,14 @@ def _key_value(item: str) -> tuple[str, str]:
 
 
 def _print_validation(result: dict) -> None:
-    models = [result["model"]] + ([result["reference"]] if "reference" in result else [])
+    models = [("model", result["model"])] + ([("reference", result["reference"])] if "reference" in result else [])
     metrics = list(result["model"]["metrics"])
     table = Table(title=f"{result['task']}: {result['examples']} examples, {result['features']} features")
     table.add_column("model")
     for name in metrics:
         table.add_column(name, justify="right")
-    for info in models:
-        table.add_row(Path(info["path"]).name, *(f"{info['metrics'][m]:.2f}" for m in metrics))
+    for role, info in models:
+        table.add_row(f"{role}: {Path(info['path']).name}", *(f"{info['metrics'][m]:.2f}" for m in metrics))
     if "comparison" in result:
         cmp = result["comparison"]
         table.add_row("drop (reference - model)", *(f"{cmp['drop'][m]:+.2f}" for m in metrics))

@@ -1,0 +1,88 @@
+"""CLI: bad input gives one line on stderr, a non-zero exit, no traceback and no output file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import GLUE_DIR, needs_shared
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bert2onnxq", *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_help_has_examples():
+    for command in ("export", "validate"):
+        proc = run_cli(command, "--help")
+        assert proc.returncode == 0 and "Examples:" in proc.stdout
+
+
+def test_export_path_that_is_not_a_model(tmp_path):
+    out = tmp_path / "o.onnx"
+    assert_one_line_error(run_cli("export", "--model", str(tmp_path), "-o", str(out)), "no config.json")
+    assert not out.exists()
+
+
+def test_export_unwritable_output(tiny_models, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run_cli("export", "--model", str(tiny_models["classification"]), "-o", str(blocker / "m.onnx"))
+    assert_one_line_error(proc, "cannot write")
+
+
+def test_validate_corrupt_onnx(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07this is not protobuf" * 10)
+    assert_one_line_error(run_cli("validate", str(bad), "--task", "sst2", "--data-dir", str(tmp_path)), "not a readable ONNX")
+
+
+def test_validate_unknown_task(tiny_onnx):
+    proc = run_cli("validate", str(tiny_onnx["classification"]), "--task", "nope")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nope" in proc.stderr
+
+
+def test_validate_data_dir_without_task(tiny_onnx, tmp_path):
+    proc = run_cli("validate", str(tiny_onnx["classification"]), "--task", "mnli", "--data-dir", str(tmp_path))
+    assert_one_line_error(proc, "MNLI")
+
+
+def test_validate_head_mismatch(tiny_onnx, tmp_path):
+    proc = run_cli("validate", str(tiny_onnx["question-answering"]), "--task", "sst2", "--data-dir", str(tmp_path))
+    assert_one_line_error(proc, "question-answering head")
+
+
+def test_cuda_without_gpu(tiny_onnx):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    proc = run_cli("validate", str(tiny_onnx["regression"]), "--task", "stsb", "--device", "cuda",
+                   "--data-dir", str(GLUE_DIR), "--limit", "4")
+    assert_one_line_error(proc, "CUDAExecutionProvider")
+
+
+@needs_shared(GLUE_DIR / "STS-B")
+def test_validate_json_and_reference(tiny_onnx):
+    model = str(tiny_onnx["regression"])
+    proc = run_cli("validate", model, "--task", "stsb", "--data-dir", str(GLUE_DIR), "--limit", "40",
+                   "--reference", model, "--json", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["examples"] == 40 and set(result["model"]["metrics"]) == {"pearson", "spearmanr"}
+    cmp = result["comparison"]
+    assert cmp["max_logit_diff"] == 0.0 and all(v == 0.0 for v in cmp["drop"].values())
+    assert result["model"]["runtime"]["providers"] == ["CPUExecutionProvider"]
+    assert result["model"]["runtime"]["intra_op_num_threads"] == 1
