@@ -1,0 +1,188 @@
+"""Weight quantization parameters (LQ min-max, ACIQ) and reference quantize/dequantize.
+
+Weights are ONNX MatMul weights W[K, N]: "channel" means one scale per output feature (axis 1),
+"group" means blocks of `group_size` consecutive input features per output feature (axis 0),
+exactly the per-axis / blocked layouts of ONNX DequantizeLinear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .aciq import DISTRIBUTIONS, optimal_alpha
+from .packing import container_bits
+
+GRANULARITIES = ("tensor", "channel", "group")
+
+
+def container(bits: int, signed: bool) -> str:
+    """ONNX element type name holding `bits`-bit values: int8/uint8/int4/uint4/int2/uint2."""
+    return f"{'' if signed else 'u'}int{container_bits(bits)}"
+
+
+def int_range(bits: int, symmetric: bool) -> tuple[int, int]:
+    """Symmetric: narrow signed [-(2^(b-1)-1), 2^(b-1)-1], so +-alpha map to +-qmax; else unsigned [0, 2^b-1]."""
+    container_bits(bits)  # validates bits
+    if symmetric:
+        m = (1 << (bits - 1)) - 1
+        return -m, m
+    return 0, (1 << bits) - 1
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: field-wise == on arrays is ambiguous
+class QuantParams:
+    """Everything the graph layer writes: scale (+ zero point) laid out for DequantizeLinear.
+
+    clip is alpha (symmetric) or the half-width (hi - lo) / 2 (asymmetric); lo/hi are the real range used.
+    """
+    bits: int
+    symmetric: bool
+    granularity: str
+    scale: np.ndarray
+    zero_point: np.ndarray | None
+    axis: int | None
+    block_size: int | None
+    clip: np.ndarray
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.symmetric
+
+    @property
+    def container(self) -> str:
+        return container(self.bits, self.symmetric)
+
+
+def _blocks(w, granularity, group_size):
+    """w as (G, B, N) float64 with NaN padding, statistics over axis 1, and the scale shape."""
+    w = np.asarray(w, dtype=np.float64)
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if w.size == 0 or not np.isfinite(w).all():
+        raise ValueError("weight must be non-empty and finite")
+    if granularity == "tensor":
+        return w.reshape(1, -1, 1), ()
+    if w.ndim != 2:
+        raise ValueError(f"{granularity} granularity needs a 2-D [K, N] weight, got shape {w.shape}")
+    k, n = w.shape
+    if granularity == "channel":
+        return w[None], (n,)
+    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+        raise ValueError(f"group granularity needs a positive integer group_size, got {group_size!r}")
+    g = -(-k // group_size)
+    pad = g * group_size - k
+    if pad:  # NaN so the short last block's statistics only see its real elements
+        w = np.concatenate([w, np.full((pad, n), np.nan)])
+    return w.reshape(g, group_size, n), (g, n)
+
+
+def weight_ranges(w, granularity, group_size=None):
+    """(min, max) per tensor / channel / group, float32, shaped like the scale."""
+    x, shape = _blocks(w, granularity, group_size)
+    return (np.nanmin(x, axis=1).reshape(shape).astype(np.float32),
+            np.nanmax(x, axis=1).reshape(shape).astype(np.float32))
+
+
+def _f32(x) -> np.ndarray:
+    # np ufuncs turn 0-d arrays into scalars; keep real ndarrays for per-tensor params too.
+    return np.asarray(x, dtype=np.float32)
+
+
+def _make(bits, symmetric, granularity, group_size, lo, hi) -> QuantParams:
+    qmin, qmax = int_range(bits, symmetric)
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    if symmetric:
+        clip = np.maximum(-lo, hi)
+        lo, hi, raw = -clip, clip, clip / qmax
+    else:
+        # Keep 0 inside the range: zero is exact and the zero point fits in [0, qmax].
+        lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+        clip, raw = (hi - lo) / 2, (hi - lo) / qmax
+    scale = _f32(np.where(_f32(raw) > 0, _f32(raw), 1.0))  # all-zero block: any scale is exact
+    zp = None
+    if not symmetric:
+        zp = np.asarray(np.clip(np.rint(-lo / scale.astype(np.float64)), qmin, qmax), dtype=np.uint8)
+    axis = {"tensor": None, "channel": 1, "group": 0}[granularity]
+    return QuantParams(bits, bool(symmetric), granularity, scale, zp, axis,
+                       int(group_size) if granularity == "group" else None, _f32(clip), _f32(lo), _f32(hi))
+
+
+def lq_params(w, bits, *, symmetric=True, granularity="channel", group_size=None) -> QuantParams:
+    """Min-max (LQ): symmetric clips at max|w|, asymmetric at [min, max] (widened to include 0)."""
+    lo, hi = weight_ranges(w, granularity, group_size)
+    return _make(bits, symmetric, granularity, group_size, lo, hi)
+
+
+def aciq_params(w, bits, *, distribution="laplace", symmetric=True, granularity="channel",
+                group_size=None) -> QuantParams:
+    """ACIQ: alpha = optimal_alpha(bits) * b (b = mean|w - mu|) or * sigma, per tensor/channel/group.
+
+    Symmetric clips at min(alpha, max|w|); asymmetric at [mu - alpha, mu + alpha] intersected with
+    [min, max] (then widened to include 0 like LQ).
+    """
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    x, shape = _blocks(w, granularity, group_size)
+    mu = np.nanmean(x, axis=1, keepdims=True)
+    spread = np.nanmean(np.abs(x - mu), axis=1) if distribution == "laplace" else np.nanstd(x, axis=1)
+    alpha = (optimal_alpha(bits, distribution) * spread).reshape(shape)
+    mu = mu.reshape(shape)
+    lo, hi = np.nanmin(x, axis=1).reshape(shape), np.nanmax(x, axis=1).reshape(shape)
+    if symmetric:
+        a = np.minimum(alpha, np.maximum(-lo, hi))
+        return _make(bits, True, granularity, group_size, -a, a)
+    return _make(bits, False, granularity, group_size, np.maximum(lo, mu - alpha), np.minimum(hi, mu + alpha))
+
+
+def expand_scale(scale, shape, axis, block_size) -> np.ndarray:
+    """Broadcast a scale (or zero point) to `shape` with DequantizeLinear's per-tensor/per-axis/blocked rules."""
+    scale = np.asarray(scale)
+    shape = tuple(shape)
+    if scale.ndim == 0 or axis is None:
+        if scale.size != 1:
+            raise ValueError(f"per-tensor scale must have one element, got shape {scale.shape}")
+        return np.broadcast_to(scale.reshape(()), shape)
+    axis = axis % len(shape)
+    d = shape[axis]
+    if block_size is None:
+        if scale.shape != (d,):
+            raise ValueError(f"per-axis scale must have shape ({d},), got {scale.shape}")
+        view = [1] * len(shape)
+        view[axis] = d
+        return np.broadcast_to(scale.reshape(view), shape)
+    want = shape[:axis] + (-(-d // block_size),) + shape[axis + 1:]
+    if scale.shape != want:
+        raise ValueError(f"blocked scale must have shape {want}, got {scale.shape}")
+    full = np.repeat(scale, block_size, axis=axis)
+    return full[(slice(None),) * axis + (slice(0, d),)]
+
+
+def quantize(w, p: QuantParams) -> np.ndarray:
+    """rint(w / scale) (+ zero point), half to even, clipped to int_range; int8 if signed else uint8."""
+    w = np.asarray(w, dtype=np.float64)
+    qmin, qmax = int_range(p.bits, p.symmetric)
+    # Divide by the stored float32 scale so dequantize(quantize(w)) uses the same grid.
+    q = np.rint(w / expand_scale(p.scale, w.shape, p.axis, p.block_size).astype(np.float64))
+    if p.zero_point is not None:
+        q += expand_scale(p.zero_point, w.shape, p.axis, p.block_size)
+    return np.clip(q, qmin, qmax).astype(np.int8 if p.signed else np.uint8)
+
+
+def dequantize(q, p: QuantParams) -> np.ndarray:
+    """DequantizeLinear: (q - zero_point) in int32, converted to float32, times the float32 scale."""
+    q = np.asarray(q)
+    d = q.astype(np.int32)
+    if p.zero_point is not None:
+        d = d - expand_scale(p.zero_point, q.shape, p.axis, p.block_size).astype(np.int32)
+    s = expand_scale(p.scale, q.shape, p.axis, p.block_size).astype(np.float32)
+    return (d.astype(np.float32) * s).astype(np.float32)
+
+
+def mse(a, b) -> float:
+    """Mean squared error, accumulated in float64."""
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return float(np.mean(diff * diff))
