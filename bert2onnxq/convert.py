@@ -1,0 +1,216 @@
+"""convert = (export) + analyse + decide a QuantPlan + compute integers with numerics + apply passes."""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from . import numerics
+from .errors import BadInput
+from .graph.activations import QuantizeActivationsPass
+from .graph.embeddings import QuantizeEmbeddingsPass
+from .graph.locate import WeightSite, check_quantizable, embedding_tables
+from .graph.qdq_weights import QuantizedTensor, QuantizeWeightsPass
+from .onnx_io import atomic_output, load_onnx, save_onnx
+from .plan import ActivationPlan, QuantPlan, TensorPlan, check_plan_fits
+
+METHODS = ("lq", "aciq")
+DEFAULT_SKIP = ()  # pooler and classifier are never encoder weights, so they stay FP32 anyway
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What the user asked for; `decide_plan` turns it into a per-tensor QuantPlan."""
+
+    method: str = "lq"
+    bits: int = 8
+    granularity: str = "channel"
+    group_size: int = 128
+    symmetric: bool = True
+    distribution: str = "laplace"  # ACIQ prior
+    act_bits: int | None = 8
+    act_calib: str = "dynamic"  # dynamic | static
+    calib_method: str = "minmax"  # static: minmax | aciq
+    calib_samples: int = 128
+    emb_bits: int | None = 8
+    skip: tuple[str, ...] = field(default_factory=tuple)
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise BadInput(f"unknown method '{self.method}': choose one of {', '.join(METHODS)}")
+        if not 2 <= self.bits <= 8:
+            raise BadInput(f"--bits {self.bits} is outside 2..8")
+        if self.granularity not in numerics.GRANULARITIES:
+            raise BadInput(f"unknown granularity '{self.granularity}': choose tensor, channel or group")
+        if self.emb_bits not in (None, 8):
+            raise BadInput(f"--emb-bits {self.emb_bits} is not supported: use 8 or none")
+        if self.act_bits not in (None, 8):
+            raise BadInput(f"--act-bits {self.act_bits} is not supported: use 8 or none")
+
+
+def load_ir(path: Path) -> ir.Model:
+    return ir.from_proto(load_onnx(path))
+
+
+def weight_array(model: ir.Model, name: str) -> np.ndarray:
+    return np.asarray(model.graph.initializers[name].const_value.numpy(), dtype=np.float32)
+
+
+def quantize_weight(w: np.ndarray, t: TensorPlan) -> numerics.QuantParams:
+    """The plan's decision for one weight, turned into scales by numerics."""
+    common = dict(symmetric=t.symmetric, granularity=t.granularity, group_size=t.group_size)
+    if t.clip == "none":
+        return numerics.lq_params(w, t.bits, **common)
+    return numerics.aciq_params(w, t.bits, distribution=t.clip.removeprefix("aciq-"), **common)
+
+
+def _skipped(name: str, patterns) -> bool:
+    return any(fnmatch.fnmatch(name, p) or p in name for p in patterns)
+
+
+def decide_plan(model: ir.Model, options: ConvertOptions, sites: list[WeightSite]) -> QuantPlan:
+    """LQ and ACIQ: the same bits and granularity for every encoder weight; ACIQ clips analytically."""
+    options.check()
+    clip = "none" if options.method == "lq" else f"aciq-{'gauss' if options.distribution == 'gauss' else 'laplace'}"
+    weights = []
+    for site in sites:
+        if _skipped(site.name, options.skip):
+            continue
+        t = TensorPlan(site.name, site.role, site.layer, site.shape, options.bits, options.symmetric,
+                       options.granularity, options.group_size if options.granularity == "group" else None, clip)
+        if clip != "none":
+            t.alpha_ratio = numerics.optimal_alpha(options.bits, clip.removeprefix("aciq-"))
+        weights.append(t)
+    embeddings = []
+    if options.emb_bits:
+        for site in embedding_tables(model.graph):
+            if not _skipped(site.name, options.skip):
+                embeddings.append(TensorPlan(site.name, site.role, None, site.shape, options.emb_bits, True, "row"))
+    acts = ActivationPlan(bits=options.act_bits, mode=options.act_calib if options.act_bits else "none",
+                          calibration=options.calib_method if options.act_calib == "static" else None,
+                          samples=options.calib_samples if options.act_calib == "static" else None)
+    return QuantPlan(options.method, weights, embeddings, acts, list(options.skip), _source_info(model))
+
+
+def _source_info(model: ir.Model) -> dict:
+    meta = model.metadata_props
+    return {k.removeprefix("bert2onnxq."): meta[k] for k in ("bert2onnxq.source_model", "bert2onnxq.head",
+                                                               "bert2onnxq.num_layers", "bert2onnxq.hidden_size") if k in meta}
+
+
+def quantize_tensors(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTensor], list[QuantizedTensor]]:
+    """Integers and scales for every planned tensor; fills each TensorPlan's statistics."""
+    weights = []
+    for t in plan.weights:
+        w = weight_array(model, t.name)
+        params = quantize_weight(w, t)
+        q = numerics.quantize(w, params)
+        t.stats = _stats(w, q, params)
+        weights.append(QuantizedTensor(t.name, q, params))
+    tables = []
+    for t in plan.embeddings:
+        table = weight_array(model, t.name)
+        params_t = numerics.lq_params(table.T, t.bits, symmetric=True, granularity="channel")  # per row of T
+        q = numerics.quantize(table.T, params_t).T
+        t.stats = _stats(table.T, q.T, params_t)
+        tables.append(QuantizedTensor(t.name, np.ascontiguousarray(q), params_t))
+    return weights, tables
+
+
+def _stats(w: np.ndarray, q: np.ndarray, params: numerics.QuantParams) -> dict:
+    scale = np.asarray(params.scale, dtype=np.float64)
+    deq = numerics.dequantize(q, params)
+    step = numerics.expand_scale(params.scale, w.shape, params.axis, params.block_size)
+    return {
+        "num_scales": int(scale.size),
+        "scale_min": float(scale.min()), "scale_max": float(scale.max()), "scale_mean": float(scale.mean()),
+        "max_abs": float(np.abs(w).max()),
+        # inside the range the error is at most half a step; beyond it, the value was clipped
+        "clipped_fraction": float(np.mean(np.abs(w - deq) > step * 0.5 * (1 + 1e-6))),
+        "mse": float(numerics.mse(w, deq)),
+    }
+
+
+def apply_plan(model: ir.Model, plan: QuantPlan) -> ir.Model:
+    """Apply `plan` in place: weights, then embeddings, then activation quantizers."""
+    weights, tables = quantize_tensors(model, plan)
+    passes = [QuantizeWeightsPass(weights), QuantizeEmbeddingsPass(tables)]
+    if plan.activations.bits:
+        dequantized = [f"{t.name}_dequantized" for t in weights]
+        ranges = plan.activations.ranges if plan.activations.mode == "static" else None
+        passes.append(QuantizeActivationsPass(dequantized, ranges))
+    ir.passes.PassManager(passes)(model)
+    model.metadata_props["bert2onnxq.plan"] = plan.to_json()
+    model.metadata_props["bert2onnxq.plan_summary"] = plan.summary()
+    return model
+
+
+def convert(
+    source: str,
+    output: Path,
+    options: ConvertOptions | None = None,
+    *,
+    plan: QuantPlan | None = None,
+    plan_out: Path | None = None,
+    calibrate=None,
+) -> dict:
+    """Convert an FP32 ONNX (or an HF model, exported first) into a quantized ONNX at `output`.
+
+    `calibrate(fp32_path, activation_names) -> {name: [lo, hi]}` supplies static activation ranges.
+    """
+    output = Path(output)
+    if output.suffix != ".onnx":
+        raise BadInput(f"output '{output}' must end in .onnx")
+    with atomic_output(output) as tmp:
+        fp32_path = _fp32_source(source, tmp)
+        model = load_ir(fp32_path)
+        sites = check_quantizable(model)
+        if plan is None:
+            plan = decide_plan(model, options or ConvertOptions(), sites)
+        check_plan_fits(plan, {name: tuple(v.shape.numpy()) for name, v in model.graph.initializers.items()})
+        if plan.activations.mode == "static" and not plan.activations.ranges:
+            if calibrate is None:
+                raise BadInput("static activation calibration needs --task (and its data) for calibration samples")
+            plan.activations.ranges = calibrate(fp32_path, _activation_inputs(model, plan))
+        planned = {t.name for t in plan.weights + plan.embeddings}
+        fp32_rest = sum(v.const_value.nbytes for n, v in model.graph.initializers.items() if n not in planned)
+        apply_plan(model, plan)
+        save_onnx(ir.to_proto(model), tmp / output.name)
+        shutil.rmtree(tmp / "fp32", ignore_errors=True)  # the intermediate export, if we made one
+        if plan_out is not None:
+            Path(plan_out).write_text(plan.to_json())
+    size = output.stat().st_size
+    ideal = plan.ideal_bytes() + fp32_rest
+    return {"output": str(output), "plan": plan, "bytes": size, "ideal_bytes": ideal, "size_vs_ideal": size / ideal}
+
+
+def _activation_inputs(model: ir.Model, plan: QuantPlan) -> list[str]:
+    names = {t.name for t in plan.weights}
+    return sorted({n.inputs[0].name for n in model.graph if n.op_type == "MatMul" and n.inputs[1].name in names})
+
+
+def _fp32_source(source: str, tmp: Path) -> Path:
+    """An FP32 .onnx path: the given file, or a fresh export of an HF model into `tmp`."""
+    path = Path(source)
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise BadInput(f"'{source}' does not exist: pass an FP32 .onnx or a Hugging Face model folder")
+        tokenizer = path.parent / "tokenizer.json"
+        if tokenizer.is_file():  # keep the tokenizer beside the output so validate finds it
+            for f in path.parent.iterdir():
+                if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "vocab.txt"):
+                    (tmp / f.name).write_bytes(f.read_bytes())
+        return path
+    from .export import export
+
+    export(source, tmp / "fp32" / "model.onnx")
+    for f in (tmp / "fp32").iterdir():
+        if f.suffix not in (".onnx", ".data"):
+            f.rename(tmp / f.name)
+    return tmp / "fp32" / "model.onnx"
+

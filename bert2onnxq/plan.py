@@ -1,0 +1,133 @@
+"""QuantPlan: the decision of what to quantize and how; JSON round trip and checks against a model.
+
+Methods (LQ, ACIQ, ...) decide a plan; graph passes only apply it. A plan holds decisions and
+statistics, not scale arrays: scales are recomputed from the weights by `numerics`, so a saved
+plan re-applied to the same model gives the same file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import BadInput
+
+PLAN_VERSION = 1
+WEIGHT_ROLES = ("query", "key", "value", "attention_output", "intermediate", "output")
+EMBEDDING_ROLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+
+
+@dataclass
+class TensorPlan:
+    """One quantized tensor: an encoder MatMul weight ([in, out]) or an embedding table ([rows, hidden])."""
+
+    name: str
+    role: str
+    layer: int | None
+    shape: tuple[int, ...]
+    bits: int
+    symmetric: bool = True
+    granularity: str = "channel"  # tensor | channel | group (weights); embeddings are always per row
+    group_size: int | None = None
+    clip: str = "none"  # none | aciq-laplace | aciq-gauss
+    alpha_ratio: float | None = None  # ACIQ's alpha in units of b (Laplace) or sigma (Gaussian)
+    stats: dict = field(default_factory=dict)  # scale statistics, clipped fraction, weight MSE
+
+    @property
+    def num_params(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class ActivationPlan:
+    """8-bit activations at every quantized MatMul's input: dynamic (per batch) or static (calibrated)."""
+
+    bits: int | None = 8  # None: activations stay FP32
+    mode: str = "dynamic"  # dynamic | static
+    calibration: str | None = None  # static only: minmax | aciq
+    samples: int | None = None
+    ranges: dict[str, list[float]] = field(default_factory=dict)  # static: tensor -> [lo, hi]
+
+
+@dataclass
+class QuantPlan:
+    method: str
+    weights: list[TensorPlan]
+    embeddings: list[TensorPlan] = field(default_factory=list)
+    activations: ActivationPlan = field(default_factory=ActivationPlan)
+    skip: list[str] = field(default_factory=list)
+    source: dict = field(default_factory=dict)  # the FP32 model it was made for (head, layers, hidden)
+    version: int = PLAN_VERSION
+
+    # --- JSON ---
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "QuantPlan":
+        try:
+            raw = json.loads(text)
+            if raw.get("version") != PLAN_VERSION:
+                raise BadInput(f"plan version {raw.get('version')} is not supported (expected {PLAN_VERSION}): recreate it with --plan-out")
+            return cls(
+                method=raw["method"],
+                weights=[_tensor(t) for t in raw["weights"]],
+                embeddings=[_tensor(t) for t in raw.get("embeddings", [])],
+                activations=ActivationPlan(**raw.get("activations", {})),
+                skip=list(raw.get("skip", [])),
+                source=dict(raw.get("source", {})),
+            )
+        except BadInput:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise BadInput(f"not a bert2onnxq plan ({type(exc).__name__}: {exc}): write one with 'convert --plan-out'") from None
+
+    @classmethod
+    def load(cls, path: Path) -> "QuantPlan":
+        path = Path(path)
+        if not path.is_file():
+            raise BadInput(f"plan file '{path}' does not exist")
+        return cls.from_json(path.read_text())
+
+    # --- summaries ---
+    def ideal_bytes(self, scale_bytes: int = 4) -> float:
+        """Bits x params / 8 + scales (+ zero points) of every quantized tensor."""
+        total = 0.0
+        for t in self.weights + self.embeddings:
+            scales = t.stats.get("num_scales", 1)
+            total += t.num_params * t.bits / 8 + scales * scale_bytes + (0 if t.symmetric else scales)
+        return total
+
+    def summary(self) -> str:
+        bits = sorted({t.bits for t in self.weights})
+        grans = sorted({t.granularity for t in self.weights})
+        act = "fp32" if self.activations.bits is None else f"{self.activations.bits}-bit {self.activations.mode}"
+        emb = sorted({t.bits for t in self.embeddings}) or ["fp32"]
+        return (f"{self.method}: {len(self.weights)} weights at {'/'.join(map(str, bits))} bits ({', '.join(grans)}), "
+                f"activations {act}, embeddings {'/'.join(map(str, emb))}")
+
+
+def _tensor(raw: dict) -> TensorPlan:
+    known = {f.name for f in fields(TensorPlan)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"unknown tensor fields {sorted(unknown)}")
+    raw = dict(raw)
+    raw["shape"] = tuple(raw["shape"])
+    return TensorPlan(**raw)
+
+
+def check_plan_fits(plan: QuantPlan, initializers: dict[str, tuple[int, ...]]) -> None:
+    """BadInput unless every tensor of the plan exists in the model with the planned shape."""
+    for t in plan.weights + plan.embeddings:
+        if t.name not in initializers:
+            raise BadInput(f"the plan quantizes '{t.name}', which this model does not have: use a plan made for this model")
+        if tuple(initializers[t.name]) != tuple(t.shape):
+            raise BadInput(f"the plan expects '{t.name}' of shape {list(t.shape)} but the model has "
+                           f"{list(initializers[t.name])}: use a plan made for this model")
+        if not 2 <= t.bits <= 8:
+            raise BadInput(f"the plan gives '{t.name}' {t.bits} bits; bits must be 2..8")
