@@ -141,7 +141,10 @@ def apply_plan(model: ir.Model, plan: QuantPlan) -> ir.Model:
     weights, tables = quantize_tensors(model, plan)
     passes = [QuantizeWeightsPass(weights), QuantizeEmbeddingsPass(tables)]
     if plan.activations.bits:
-        dequantized = [f"{t.name}_dequantized" for t in weights]
+        # Group-wise weights become MatMulNBits in ONNX Runtime, which quantizes activations to int8
+        # itself (session.qdq_matmulnbits_accuracy_level=4, the default); explicit activation QDQ in
+        # front of a blocked weight makes ORT 1.31 build a MatMulIntegerToFloat that cannot run.
+        dequantized = [f"{t.name}_dequantized" for t in weights if t.params.block_size is None]
         ranges = plan.activations.ranges if plan.activations.mode == "static" else None
         passes.append(QuantizeActivationsPass(dequantized, ranges))
     ir.passes.PassManager(passes)(model)
@@ -190,7 +193,7 @@ def convert(
 
 
 def _activation_inputs(model: ir.Model, plan: QuantPlan) -> list[str]:
-    names = {t.name for t in plan.weights}
+    names = {t.name for t in plan.weights if t.granularity != "group"}
     return sorted({n.inputs[0].name for n in model.graph if n.op_type == "MatMul" and n.inputs[1].name in names})
 
 

@@ -51,6 +51,9 @@ class ActivationPlan:
     calibration: str | None = None  # static only: minmax | aciq
     samples: int | None = None
     ranges: dict[str, list[float]] = field(default_factory=dict)  # static: tensor -> [lo, hi]
+    # Where the quantizers live: QDQ nodes in front of per-tensor/per-channel weights; inside
+    # ONNX Runtime's MatMulNBits (int8 activations per block, accuracy level 4) for group-wise ones.
+    note: str = "QDQ before per-tensor/per-channel weights; MatMulNBits int8 activations for group-wise weights"
 
 
 @dataclass

@@ -46,6 +46,8 @@ class Runner:
             "intra_op_num_threads": self.threads,
             "graph_optimization_level": "ORT_ENABLE_ALL",
             "session_config": dict(self.config),
+            # numerics of MatMulNBits (fused from blocked DequantizeLinear -> MatMul): 4 = int8 activations
+            "qdq_matmulnbits_accuracy_level": self.config.get("session.qdq_matmulnbits_accuracy_level", "4 (default)"),
         }
 
     def run_features(
