@@ -126,8 +126,8 @@ def export(source, output, save_dir, head, opset, external_data_threshold, as_js
 @click.option("--task", type=click.Choice(TASKS), help="Task whose train split calibrates static activations.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="GLUE folder for calibration (default $GLUE_DIR).")
 @click.option("--calib-file", type=click.Path(path_type=Path), help="Calibration file (SQuAD JSON or GLUE TSV).")
-@click.option("--emb-bits", type=click.Choice(["8", "none"]), default="8", show_default=True,
-              help="Word/position/token-type tables: int8 with per-row scales, or FP32.")
+@click.option("--emb-bits", type=click.Choice(["8", "4", "none"]), default="8", show_default=True,
+              help="Word/position/token-type tables: int8 per row, int4 per row block (ORT GatherBlockQuantized), or FP32.")
 @click.option("--skip", multiple=True, metavar="PATTERN", help="Keep matching tensors FP32 (glob or substring), e.g. 'layer.5.output'.")
 @click.option("--plan", "plan_in", type=click.Path(path_type=Path), help="Apply a saved plan (ignores method options).")
 @click.option("--plan-out", type=click.Path(path_type=Path), help="Also write the plan as JSON.")
@@ -153,7 +153,7 @@ def convert(source, output, method, bits, granularity, group_size, symmetric, ac
     options = ConvertOptions(method=method, bits=bits, granularity=granularity, group_size=group_size,
                              symmetric=symmetric, distribution=aciq_dist, act_bits=None if act_bits == "none" else 8,
                              act_calib=act_calib, calib_method=calib_method, calib_samples=calib_samples,
-                             emb_bits=None if emb_bits == "none" else 8, skip=tuple(skip))
+                             emb_bits=None if emb_bits == "none" else int(emb_bits), skip=tuple(skip))
     plan = QuantPlan.load(plan_in) if plan_in else None
     calibrate = None
     if task:

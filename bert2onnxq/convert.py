@@ -47,8 +47,8 @@ class ConvertOptions:
             raise BadInput(f"--bits {self.bits} is outside 2..8")
         if self.granularity not in numerics.GRANULARITIES:
             raise BadInput(f"unknown granularity '{self.granularity}': choose tensor, channel or group")
-        if self.emb_bits not in (None, 8):
-            raise BadInput(f"--emb-bits {self.emb_bits} is not supported: use 8 or none")
+        if self.emb_bits not in (None, 8, 4):
+            raise BadInput(f"--emb-bits {self.emb_bits} is not supported: use 8, 4 or none")
         if self.act_bits not in (None, 8):
             raise BadInput(f"--act-bits {self.act_bits} is not supported: use 8 or none")
 
@@ -90,11 +90,24 @@ def decide_plan(model: ir.Model, options: ConvertOptions, sites: list[WeightSite
     if options.emb_bits:
         for site in embedding_tables(model.graph):
             if not _skipped(site.name, options.skip):
-                embeddings.append(TensorPlan(site.name, site.role, None, site.shape, options.emb_bits, True, "row"))
+                block = embedding_block(site.shape[1]) if options.emb_bits == 4 else None
+                embeddings.append(TensorPlan(site.name, site.role, None, site.shape, options.emb_bits, True,
+                                             "row" if block is None else "row-block", block))
     acts = ActivationPlan(bits=options.act_bits, mode=options.act_calib if options.act_bits else "none",
                           calibration=options.calib_method if options.act_calib == "static" else None,
                           samples=options.calib_samples if options.act_calib == "static" else None)
     return QuantPlan(options.method, weights, embeddings, acts, list(options.skip), _source_info(model))
+
+
+def embedding_block(hidden: int) -> int:
+    """Row block for 4-bit tables: the largest power of two >= 16 dividing the hidden size
+    (ONNX Runtime's GatherBlockQuantized needs one), else the whole row."""
+    block = 1 << (hidden.bit_length() - 1)
+    while block >= 16 and hidden % block:
+        block //= 2
+    if block < 16:
+        raise BadInput(f"--emb-bits 4 needs a hidden size divisible by 16 (got {hidden}): use --emb-bits 8")
+    return block
 
 
 def _source_info(model: ir.Model) -> dict:
@@ -115,7 +128,9 @@ def quantize_tensors(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTe
     tables = []
     for t in plan.embeddings:
         table = weight_array(model, t.name)
-        params_t = numerics.lq_params(table.T, t.bits, symmetric=True, granularity="channel")  # per row of T
+        # per row of T (its columns once transposed); 4-bit tables use row blocks
+        granularity = "group" if t.group_size else "channel"
+        params_t = numerics.lq_params(table.T, t.bits, symmetric=True, granularity=granularity, group_size=t.group_size)
         q = numerics.quantize(table.T, params_t).T
         t.stats = _stats(table.T, q.T, params_t)
         tables.append(QuantizedTensor(t.name, np.ascontiguousarray(q), params_t))

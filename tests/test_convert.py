@@ -167,3 +167,45 @@ def test_existing_output_survives_failure(tiny_onnx, tmp_path):
     with pytest.raises(BadInput):
         convert(str(tiny_onnx["classification"]), out, ConvertOptions(granularity="rows"))
     assert out.read_bytes() == b"keep me"
+
+
+def test_int4_embeddings_gather_block_quantized(tiny_onnx, tmp_path):
+    out = tmp_path / "e4.onnx"
+    summary = convert(str(tiny_onnx["classification"]), out, ConvertOptions(emb_bits=4, act_bits=None))
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    fp32 = _fp32_weights(tiny_onnx["classification"])
+    word = next(t for t in summary["plan"].embeddings if t.role == "word_embeddings")
+    assert word.group_size == 32  # hidden 32: one block per row
+    node = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized" and n.input[0].startswith(word.name))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
+    feeds = _feeds()
+    rows = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run([node.output[0]], feeds)[0]
+    table = fp32[word.name]
+    scale = np.abs(table).max(axis=1, keepdims=True) / 7
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    expected = (np.clip(np.rint(table / scale), -7, 7) * scale)[feeds["input_ids"]]
+    np.testing.assert_allclose(rows, expected, rtol=1e-6, atol=1e-7)  # only the gathered rows are dequantized
+
+
+@pytest.mark.parametrize("method", ["minmax", "aciq"])
+def test_static_activation_calibration(tiny_onnx, tmp_path, method):
+    from conftest import GLUE_DIR
+
+    if not (GLUE_DIR / "STS-B" / "train.tsv").is_file():
+        pytest.skip("needs ../shared/data/glue/STS-B")
+    from bert2onnxq.calibrate import activation_ranges
+
+    def calibrate(path, names):
+        return activation_ranges(path, names, "stsb", samples=16, method=method, data_dir=GLUE_DIR)
+
+    out = tmp_path / "static.onnx"
+    summary = convert(str(tiny_onnx["regression"]), out, ConvertOptions(act_calib="static", calib_method=method),
+                      calibrate=calibrate)
+    ranges = summary["plan"].activations.ranges
+    assert len(ranges) == 2 * 4  # per layer: attention input (q/k/v share it), attention output, FFN in, FFN out
+    assert all(lo < hi for lo, hi in ranges.values())
+    model = onnx.load(str(out))
+    assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) == len(ranges)
+    assert not any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node)
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, _feeds())
