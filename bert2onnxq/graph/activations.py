@@ -1,8 +1,11 @@
 """Pass: 8-bit activations at the input of every MatMul whose weight was quantized.
 
-Rewrite rule, for each distinct input x of those MatMuls (Q, K and V share one):
+Rewrite rule, for each MatMul(x, DQ(W)) in the set (Q, K and V share one quantizer of x):
     dynamic: x => DequantizeLinear(DynamicQuantizeLinear(x))          (uint8, per batch min-max)
     static:  x => DequantizeLinear(QuantizeLinear(x, s, zp), s, zp)   (uint8, calibrated range)
+One DequantizeLinear per MatMul (the QDQ form ONNX Runtime fuses into integer MatMuls). When an
+OCS Gather duplicates channels of x, the Gather moves onto the uint8 tensor, before the
+DequantizeLinear: duplicated channels keep the same per-tensor scale.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from .ocs import is_ocs_gather
 from .qdq_weights import float_initializer
 
 
@@ -28,39 +32,49 @@ def static_qparams(lo: float, hi: float) -> tuple[float, int]:
 
 
 class QuantizeActivationsPass(ir.passes.InPlacePass):
-    """Insert activation quantizers before the given MatMul weights' consumers."""
+    """Insert activation quantizers in front of the MatMuls that use the given weight values."""
 
     def __init__(self, weight_values: list[str], ranges: dict[str, list[float]] | None = None):
         super().__init__()
-        self.weight_values = weight_values  # names of the values used as MatMul weights (dequantized)
+        self.weight_values = set(weight_values)  # MatMul weight inputs (DequantizeLinear outputs)
         self.ranges = ranges  # None: dynamic; else activation name -> [lo, hi]
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        matmuls = [node for node in graph if node.op_type == "MatMul" and node.inputs[1] is not None
-                   and node.inputs[1].name in set(self.weight_values)]
-        done: dict[str, ir.Value] = {}
+        matmuls = [n for n in graph if n.op_type == "MatMul" and n.inputs[1] is not None
+                   and n.inputs[1].name in self.weight_values]
+        quantized: dict[str, tuple[ir.Value, ir.Value, ir.Value]] = {}
         for node in matmuls:
-            x = node.inputs[0]
-            if x.name not in done:
-                done[x.name] = self._quantize(graph, node, x)
-            node.replace_input_with(0, done[x.name])
+            gather = node.inputs[0].producer()
+            gather = gather if is_ocs_gather(gather) else None
+            x = gather.inputs[0] if gather else node.inputs[0]
+            if x.name not in quantized:
+                quantized[x.name] = self._quantize(graph, x)
+            q, scale, zp = quantized[x.name]
+            if gather:
+                gather.replace_input_with(0, q)
+                q = gather.outputs[0]
+            dq = ir.node("DequantizeLinear", [q, scale, zp], name=f"{node.name}_act_DequantizeLinear",
+                         outputs=[ir.Value(name=f"{node.name}_act_dequantized")])
+            graph.insert_before(node, dq)
+            node.replace_input_with(0, dq.outputs[0])
         return ir.passes.PassResult(model, modified=bool(matmuls))
 
-    def _quantize(self, graph: ir.Graph, before: ir.Node, x: ir.Value) -> ir.Value:
+    def _quantize(self, graph: ir.Graph, x: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+        """Quantize x right after it is produced; returns (uint8 value, scale, zero point)."""
         base = x.name.replace("/", "_").strip("_") or "act"
         if self.ranges is None:
             q = ir.node("DynamicQuantizeLinear", [x], num_outputs=3, name=f"{base}_DynamicQuantizeLinear")
             q_out, scale, zp = q.outputs
-            new = [q]
         else:
             s, z = static_qparams(*self.ranges[x.name])
             scale = float_initializer(graph, f"{base}_act_scale", np.array(s, dtype=np.float32))
             zp = _uint8_initializer(graph, f"{base}_act_zero_point", z)
             q = ir.node("QuantizeLinear", [x, scale, zp], name=f"{base}_QuantizeLinear")
             q_out = q.outputs[0]
-            new = [q]
-        dq = ir.node("DequantizeLinear", [q_out, scale, zp], name=f"{base}_act_DequantizeLinear",
-                     outputs=[ir.Value(name=f"{base}_act_dequantized")])
-        graph.insert_before(before, [*new, dq])
-        return dq.outputs[0]
+        producer = x.producer()
+        if producer is None:
+            graph.insert_before(graph[0], q)
+        else:
+            graph.insert_after(producer, q)
+        return q_out, scale, zp
