@@ -86,3 +86,22 @@ def test_validate_json_and_reference(tiny_onnx):
     assert cmp["max_logit_diff"] == 0.0 and all(v == 0.0 for v in cmp["drop"].values())
     assert result["model"]["runtime"]["providers"] == ["CPUExecutionProvider"]
     assert result["model"]["runtime"]["intra_op_num_threads"] == 1
+
+
+def test_convert_help_and_bad_bits(tiny_onnx, tmp_path):
+    assert "Examples:" in run_cli("convert", "--help").stdout
+    out = tmp_path / "q.onnx"
+    proc = run_cli("convert", "--model", str(tiny_onnx["classification"]), "--bits", "9", "-o", str(out))
+    assert_one_line_error(proc, "outside 2..8")
+    assert not out.exists()
+
+
+def test_convert_bad_plan_and_quantized_input(tiny_onnx, tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"version": 1, "method": "lq"}')
+    proc = run_cli("convert", "--model", str(tiny_onnx["classification"]), "--plan", str(plan), "-o", str(tmp_path / "a.onnx"))
+    assert_one_line_error(proc, "not a bert2onnxq plan")
+    q = tmp_path / "q.onnx"
+    assert run_cli("convert", "--model", str(tiny_onnx["classification"]), "--bits", "4", "-o", str(q), "--json").returncode == 0
+    assert_one_line_error(run_cli("convert", "--model", str(q), "-o", str(tmp_path / "b.onnx")), "already quantized")
+    assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
