@@ -15,11 +15,12 @@ from .errors import BadInput
 from .graph.activations import QuantizeActivationsPass
 from .graph.embeddings import QuantizeEmbeddingsPass
 from .graph.locate import WeightSite, check_quantizable, embedding_tables
+from .graph.ocs import SplitChannelsPass
 from .graph.qdq_weights import QuantizedTensor, QuantizeWeightsPass
 from .onnx_io import atomic_output, load_onnx, save_onnx
 from .plan import ActivationPlan, QuantPlan, TensorPlan, check_plan_fits
 
-METHODS = ("lq", "aciq")
+METHODS = ("lq", "aciq", "ocs")
 DEFAULT_SKIP = ()  # pooler and classifier are never encoder weights, so they stay FP32 anyway
 
 
@@ -33,6 +34,9 @@ class ConvertOptions:
     group_size: int = 128
     symmetric: bool = True
     distribution: str = "laplace"  # ACIQ prior
+    clip: str = "none"  # OCS only: none | aciq (LQ and ACIQ imply their own)
+    ocs_ratio: float = 0.02
+    ocs_grid_aware: bool = False
     act_bits: int | None = 8
     act_calib: str = "dynamic"  # dynamic | static
     calib_method: str = "minmax"  # static: minmax | aciq
@@ -47,6 +51,8 @@ class ConvertOptions:
             raise BadInput(f"--bits {self.bits} is outside 2..8")
         if self.granularity not in numerics.GRANULARITIES:
             raise BadInput(f"unknown granularity '{self.granularity}': choose tensor, channel or group")
+        if self.method == "ocs" and not 0 <= self.ocs_ratio <= 1:
+            raise BadInput(f"--ocs-ratio {self.ocs_ratio} must be in 0..1 (the paper's grid: 0, 0.01, 0.02, 0.05)")
         if self.emb_bits not in (None, 8, 4):
             raise BadInput(f"--emb-bits {self.emb_bits} is not supported: use 8, 4 or none")
         if self.act_bits not in (None, 8):
@@ -61,12 +67,18 @@ def weight_array(model: ir.Model, name: str) -> np.ndarray:
     return np.asarray(model.graph.initializers[name].const_value.numpy(), dtype=np.float32)
 
 
-def quantize_weight(w: np.ndarray, t: TensorPlan) -> numerics.QuantParams:
-    """The plan's decision for one weight, turned into scales by numerics."""
+def quantize_weight(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.QuantParams, np.ndarray | None]:
+    """The plan's decision for one weight, turned into (matrix to quantize, its scales, OCS channel
+    index or None) by numerics; OCS expands W [K, N] to W' [K + splits, N]."""
     common = dict(symmetric=t.symmetric, granularity=t.granularity, group_size=t.group_size)
-    if t.clip == "none":
-        return numerics.lq_params(w, t.bits, **common)
-    return numerics.aciq_params(w, t.bits, distribution=t.clip.removeprefix("aciq-"), **common)
+    method = "lq" if t.clip == "none" else "aciq"
+    if method == "aciq":
+        common["distribution"] = t.clip.removeprefix("aciq-")
+    if t.ocs_ratio:
+        split, params = numerics.ocs_params(w, t.ocs_ratio, t.bits, method=method, grid=t.ocs_grid_aware, **common)
+        return split.weight, params, split.index
+    fit = numerics.lq_params if method == "lq" else numerics.aciq_params
+    return w, fit(w, t.bits, **common), None
 
 
 def _skipped(name: str, patterns) -> bool:
@@ -76,7 +88,8 @@ def _skipped(name: str, patterns) -> bool:
 def decide_plan(model: ir.Model, options: ConvertOptions, sites: list[WeightSite]) -> QuantPlan:
     """LQ and ACIQ: the same bits and granularity for every encoder weight; ACIQ clips analytically."""
     options.check()
-    clip = "none" if options.method == "lq" else f"aciq-{'gauss' if options.distribution == 'gauss' else 'laplace'}"
+    clips = options.method == "aciq" or (options.method == "ocs" and options.clip == "aciq")
+    clip = f"aciq-{'gauss' if options.distribution == 'gauss' else 'laplace'}" if clips else "none"
     weights = []
     for site in sites:
         if _skipped(site.name, options.skip):
@@ -85,6 +98,8 @@ def decide_plan(model: ir.Model, options: ConvertOptions, sites: list[WeightSite
                        options.granularity, options.group_size if options.granularity == "group" else None, clip)
         if clip != "none":
             t.alpha_ratio = numerics.optimal_alpha(options.bits, clip.removeprefix("aciq-"))
+        if options.method == "ocs":
+            t.ocs_ratio, t.ocs_grid_aware = options.ocs_ratio, options.ocs_grid_aware
         weights.append(t)
     embeddings = []
     if options.emb_bits:
@@ -121,10 +136,16 @@ def quantize_tensors(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTe
     weights = []
     for t in plan.weights:
         w = weight_array(model, t.name)
-        params = quantize_weight(w, t)
-        q = numerics.quantize(w, params)
-        t.stats = _stats(w, q, params)
-        weights.append(QuantizedTensor(t.name, q, params))
+        matrix, params, index = quantize_weight(w, t)
+        q = numerics.quantize(matrix, params)
+        t.stats = _stats(matrix, q, params)
+        if index is not None:
+            t.ocs_channels = [int(c) for c in index[w.shape[0]:]]
+            # the error that matters is the effective weight's: fold duplicated rows back onto W
+            folded = np.zeros_like(w, dtype=np.float64)
+            np.add.at(folded, index, numerics.dequantize(q, params).astype(np.float64))
+            t.stats["mse"] = float(numerics.mse(w, folded))
+        weights.append(QuantizedTensor(t.name, q, params, index))
     tables = []
     for t in plan.embeddings:
         table = weight_array(model, t.name)
@@ -154,7 +175,8 @@ def _stats(w: np.ndarray, q: np.ndarray, params: numerics.QuantParams) -> dict:
 def apply_plan(model: ir.Model, plan: QuantPlan) -> ir.Model:
     """Apply `plan` in place: weights, then embeddings, then activation quantizers."""
     weights, tables = quantize_tensors(model, plan)
-    passes = [QuantizeWeightsPass(weights), QuantizeEmbeddingsPass(tables)]
+    splits = {f"{t.name}_dequantized": (t.name, t.gather_index) for t in weights if t.gather_index is not None}
+    passes = [QuantizeWeightsPass(weights), SplitChannelsPass(splits), QuantizeEmbeddingsPass(tables)]
     if plan.activations.bits:
         # Group-wise weights become MatMulNBits in ONNX Runtime, which quantizes activations to int8
         # itself (session.qdq_matmulnbits_accuracy_level=4, the default); explicit activation QDQ in
@@ -165,6 +187,17 @@ def apply_plan(model: ir.Model, plan: QuantPlan) -> ir.Model:
     ir.passes.PassManager(passes)(model)
     model.metadata_props["bert2onnxq.plan"] = plan.to_json()
     model.metadata_props["bert2onnxq.plan_summary"] = plan.summary()
+    return model
+
+
+def split_fp32(model: ir.Model, plan: QuantPlan) -> ir.Model:
+    """Apply only OCS channel splitting, in FP32 (W -> W' plus Gather): must equal the FP32 model."""
+    splits, expanded = {}, {}
+    for t in plan.weights:
+        if t.ocs_ratio:
+            split = numerics.ocs_split(weight_array(model, t.name), t.ocs_ratio)
+            splits[t.name], expanded[t.name] = (t.name, split.index), split.weight
+    ir.passes.PassManager([SplitChannelsPass(splits, expanded)])(model)
     return model
 
 
@@ -204,7 +237,9 @@ def convert(
             Path(plan_out).write_text(plan.to_json())
     size = output.stat().st_size
     ideal = plan.ideal_bytes() + fp32_rest
-    return {"output": str(output), "plan": plan, "bytes": size, "ideal_bytes": ideal, "size_vs_ideal": size / ideal}
+    container_ideal = plan.ideal_bytes(container=True) + fp32_rest
+    return {"output": str(output), "plan": plan, "bytes": size, "ideal_bytes": ideal, "size_vs_ideal": size / ideal,
+            "container_ideal_bytes": container_ideal, "size_vs_container_ideal": size / container_ideal}
 
 
 def _activation_inputs(model: ir.Model, plan: QuantPlan) -> list[str]:

@@ -32,6 +32,9 @@ class TensorPlan:
     group_size: int | None = None
     clip: str = "none"  # none | aciq-laplace | aciq-gauss
     alpha_ratio: float | None = None  # ACIQ's alpha in units of b (Laplace) or sigma (Gaussian)
+    ocs_ratio: float | None = None  # OCS: split ceil(ratio * K) input channels
+    ocs_grid_aware: bool = False
+    ocs_channels: list[int] = field(default_factory=list)  # original input channel of each appended row
     stats: dict = field(default_factory=dict)  # scale statistics, clipped fraction, weight MSE
 
     @property
@@ -97,20 +100,36 @@ class QuantPlan:
         return cls.from_json(path.read_text())
 
     # --- summaries ---
-    def ideal_bytes(self, scale_bytes: int = 4) -> float:
-        """Bits x params / 8 + scales (+ zero points) of every quantized tensor."""
+    def ideal_bytes(self, scale_bytes: int = 4, container: bool = False) -> float:
+        """Bits x params / 8 + scales (+ zero points) of every quantized tensor (OCS rows included).
+
+        `container=True` counts the bits of the storage type (3 -> 4, 5..7 -> 8): ONNX has no INT3,
+        so that is the best a standard file can do; the nominal figure is the paper's.
+        """
         total = 0.0
         for t in self.weights + self.embeddings:
             scales = t.stats.get("num_scales", 1)
-            total += t.num_params * t.bits / 8 + scales * scale_bytes + (0 if t.symmetric else scales)
+            bits = (2 if t.bits <= 2 else 4 if t.bits <= 4 else 8) if container else t.bits
+            params = t.num_params + len(t.ocs_channels) * t.shape[1]
+            total += params * bits / 8 + scales * scale_bytes + (0 if t.symmetric else scales)
         return total
+
+    def ocs_overhead(self) -> dict:
+        """Channels gained, extra weight parameters and extra multiply-adds per token of OCS."""
+        extra_rows = sum(len(t.ocs_channels) for t in self.weights)
+        extra = sum(len(t.ocs_channels) * t.shape[1] for t in self.weights)
+        total = sum(t.num_params for t in self.weights)
+        return {"channels_added": extra_rows, "extra_params": extra, "extra_macs_per_token": extra,
+                "extra_fraction": extra / total if total else 0.0}
 
     def summary(self) -> str:
         bits = sorted({t.bits for t in self.weights})
         grans = sorted({t.granularity for t in self.weights})
         act = "fp32" if self.activations.bits is None else f"{self.activations.bits}-bit {self.activations.mode}"
         emb = sorted({t.bits for t in self.embeddings}) or ["fp32"]
-        return (f"{self.method}: {len(self.weights)} weights at {'/'.join(map(str, bits))} bits ({', '.join(grans)}), "
+        ocs = self.ocs_overhead()
+        split = f", OCS +{ocs['channels_added']} channels (+{100 * ocs['extra_fraction']:.2f}% MACs)" if ocs["channels_added"] else ""
+        return (f"{self.method}: {len(self.weights)} weights at {'/'.join(map(str, bits))} bits ({', '.join(grans)}){split}, "
                 f"activations {act}, embeddings {'/'.join(map(str, emb))}")
 
 

@@ -29,8 +29,9 @@ class QuantizedTensor:
     """What numerics decided for one tensor: integer values and their quantization parameters."""
 
     name: str
-    values: np.ndarray  # integers, unpacked, same shape as the FP32 tensor
+    values: np.ndarray  # integers, unpacked, same shape as the FP32 tensor (OCS: the expanded W')
     params: QuantParams
+    gather_index: np.ndarray | None = None  # OCS: input channel feeding each row of W'
 
 
 def integer_initializer(graph: ir.Graph, name: str, values: np.ndarray, bits: int, signed: bool) -> ir.Value:
