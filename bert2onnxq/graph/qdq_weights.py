@@ -5,9 +5,10 @@ Rewrite rule, for each planned weight W feeding MatMul(x, W):
 W_q is stored in the smallest container holding its bits (INT2 / INT4 / INT8, unsigned when
 asymmetric), packed as ONNX packs sub-byte types, so the file size shows the packing.
 
-Per-tensor / per-channel INT2 values pass through Cast(to int8) before DequantizeLinear: ONNX
-Runtime 1.31 fuses DQ(int2) + quantized activations into MatMulIntegerToFloat, which rejects int2.
-The Cast is constant-folded at session start: 2-bit on disk, int8 kernels at run time. Blocked
+Per-tensor / per-channel INT2 and INT4 values pass through Cast(to int8) before DequantizeLinear:
+ONNX Runtime 1.31 fuses DQ(int2) + quantized activations into a MatMulIntegerToFloat that rejects
+int2, and leaves DQ(int4) unfused (float MatMul on weights dequantized at every run). The Cast is
+constant-folded at session start: 2/4-bit on disk, int8 integer kernels at run time. Blocked
 (group) weights need no Cast: ONNX Runtime fuses DQ(blocked) -> MatMul into MatMulNBits.
 """
 
@@ -60,7 +61,7 @@ def dequantize_nodes(graph: ir.Graph, base: str, values: np.ndarray, params: Qua
     q = integer_initializer(graph, f"{base}_quantized", values, params.bits, params.symmetric)
     new_nodes = []
     zp_bits = params.bits
-    if q.type.dtype.bitwidth == 2 and not params.block_size:
+    if q.type.dtype.bitwidth < 8 and not params.block_size:
         to = ir.DataType.INT8 if params.symmetric else ir.DataType.UINT8
         cast = ir.node("Cast", [q], {"to": to}, name=f"{base}_Cast", outputs=[ir.Value(name=f"{base}_int8")])
         new_nodes.append(cast)
