@@ -54,6 +54,17 @@ def tiny_onnx(tiny_models, tmp_path_factory) -> dict[str, Path]:
     return {head: Path(export(str(src), root / head / "model.onnx")["output"]) for head, src in tiny_models.items()}
 
 
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The shared models' uncased WordPiece tokenizer (fast, offline)."""
+    path = SHARED_MODELS / "minilm-l6-sst2"
+    if not path.is_dir():
+        pytest.skip(f"{path} not present")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
 def needs_shared(*paths: Path):
     missing = [p for p in paths if not p.exists()]
     return pytest.mark.skipif(bool(missing), reason=f"../shared is missing {missing}")

@@ -21,14 +21,6 @@ def glue_dir():
     return path
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    path = SHARED / "models" / "minilm-l6-sst2"
-    if not path.is_dir():
-        pytest.skip(f"{path} not present")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(path))
 
 
 @pytest.fixture

@@ -97,14 +97,6 @@ def heldout(heldout_path):
     return get_task("squad").load_examples(data_file=heldout_path)
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    path = SHARED / "models" / "minilm-l6-sst2"
-    if not path.is_dir():
-        pytest.skip(f"{path} not present")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(path))
 
 
 THREE = {"version": "1.1", "data": [{"title": "T", "paragraphs": [{
