@@ -1,0 +1,669 @@
+"""Quantization table: FP32 vs our LQ / ACIQ conversions vs ONNX Runtime's own quantizers.
+
+For every shared model: export once to FP32 ONNX, then convert / quantize it every way listed below,
+validate each file on the model's dev set side by side with the FP32 export (same features, same
+ONNX Runtime session settings) and print one table per model.
+
+    python benchmarks/quantization_table.py --models minilm-l6-sst2 --bits 8,4
+    python benchmarks/quantization_table.py --models minilm-l6-sst2,minilm-l6-mrpc \
+        --json benchmarks/results/quantization_table.json --markdown benchmarks/results/quantization_table.md
+    python benchmarks/quantization_table.py --models minilm-l6-squad --append \
+        --json benchmarks/results/quantization_table.json --markdown benchmarks/results/quantization_table.md
+
+Rows (per model):
+  * FP32: the reference export.
+  * ours, per-channel: LQ and ACIQ (Laplace) at every --bits; 8-bit dynamic activations, int8 embeddings.
+  * ours, group-wise (group 32): LQ and ACIQ at the --bits among 4, 3, 2.
+  * ORT quantize_dynamic (int8 weights per channel, dynamic uint8 activations), when 8 is in --bits.
+  * ORT MatMulNBitsQuantizer (RTN, block 32, symmetric; weight-only) at 4 and 2 bits, when in --bits.
+
+The FP32 reference outputs are computed once per model and replayed for every row's comparison
+(`validate(..., reference=fp32)` would otherwise re-run the FP32 model for each row); the numbers are
+identical, only the time is saved. `--no-reference-cache` turns this off.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SHARED = REPO.parent / "shared"
+MODELS = {  # model folder -> (task, data kind)
+    "minilm-l6-sst2": "sst2",
+    "minilm-l6-mrpc": "mrpc",
+    "minilm-l6-squad": "squad",
+}
+SQUAD_FILE = "data/squad/dev-v1.1-heldout12.json"
+METRIC_LABEL = {"accuracy": "acc", "f1": "F1", "exact_match": "EM"}
+GROUP_BITS = (4, 3, 2)
+NBITS_BITS = (4, 2)
+GROUP_SIZE = 32
+THREADS = 2
+
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rows
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    kind: str  # fp32 | ours | ort-dynamic | ort-nbits
+    method: str  # label shown in the table
+    bits: int | None = None
+    granularity: str = "-"
+    group_size: int | None = None
+    activations: str = "fp32"
+    embeddings: str = "fp32"
+    session: tuple = ()  # extra ONNX Runtime session config entries (key, value)
+
+    @property
+    def slug(self) -> str:
+        if self.kind == "fp32":
+            return "fp32"
+        if self.kind == "ours":
+            gran = f"group{self.group_size}" if self.granularity == "group" else self.granularity
+            extra = ("-a32" if self.activations == "fp32" else "") + ("-e32" if self.embeddings == "fp32" else "")
+            return f"{self.method.split()[0].lower()}-w{self.bits}-{gran}{extra}"
+        if self.kind == "ort-dynamic":
+            return "ort-dynamic-int8"
+        return f"ort-matmulnbits-w{self.bits}-b{self.group_size}"
+
+
+def row_specs(bits: list[int], baselines: bool = True, ablation: bool = False) -> list[RowSpec]:
+    rows = [RowSpec("fp32", "FP32", 32)]
+    for b in sorted(set(bits), reverse=True):
+        for method in ("LQ", "ACIQ"):
+            rows.append(RowSpec("ours", method, b, "channel", None, "u8 dyn", "i8"))
+        if ablation and b == 8:  # where does the 8-bit error come from: weights, activations or embeddings?
+            weight_only = (("session.qdq_matmulnbits_accuracy_level", "0"),)  # else ORT fuses DQ->MatMul into
+            for method in ("LQ", "ACIQ"):                                   # MatMulNBits with int8 activations
+                rows.append(RowSpec("ours", f"{method} (ablation)", b, "channel", None, "fp32", "fp32", weight_only))
+            rows.append(RowSpec("ours", "LQ (ablation)", b, "channel", None, "u8 dyn", "fp32"))
+        if b in GROUP_BITS:
+            for method in ("LQ", "ACIQ"):
+                rows.append(RowSpec("ours", method, b, "group", GROUP_SIZE, "i8 blk*", "i8"))
+        if baselines and b == 8:
+            rows.append(RowSpec("ort-dynamic", "ORT dynamic", 8, "channel", None, "u8 dyn", "u8"))
+        if baselines and b in NBITS_BITS:
+            rows.append(RowSpec("ort-nbits", "ORT MatMulNBits", b, "group", GROUP_SIZE, "fp32", "fp32"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# producing the files
+
+
+def fp32_export(source: Path, work: Path) -> tuple[Path, dict]:
+    """The FP32 export of `source` under `work`, reused when it is already there."""
+    from bert2onnxq.export import export
+
+    path = work / "fp32" / "model.onnx"
+    if path.is_file() and (path.parent / "tokenizer.json").is_file():
+        return path, {"reused": True, "seconds": 0.0}
+    start = time.perf_counter()
+    summary = export(str(source), path)
+    return path, {"reused": False, "seconds": round(time.perf_counter() - start, 2),
+                  "max_abs_diff_vs_torch": summary["max_abs_diff_vs_torch"]}
+
+
+def copy_tokenizer(fp32: Path, folder: Path) -> None:
+    for f in fp32.parent.iterdir():
+        if f.is_file() and not f.name.startswith("model.onnx"):
+            shutil.copy2(f, folder / f.name)
+
+
+def copy_metadata(fp32: Path, target: Path) -> bool:
+    """Give `target` the bert2onnxq.* metadata of `fp32` (ORT's quantizers may drop metadata_props)."""
+    import onnx
+
+    src = onnx.load(str(fp32), load_external_data=False)
+    model = onnx.load(str(target))
+    have = {p.key for p in model.metadata_props}
+    missing = [p for p in src.metadata_props if p.key.startswith("bert2onnxq.") and p.key not in have]
+    if not missing:
+        return False
+    for p in missing:
+        model.metadata_props.add(key=p.key, value=p.value)
+    onnx.save(model, str(target))
+    return True
+
+
+def produce(spec: RowSpec, fp32: Path, work: Path, reuse: bool) -> tuple[Path, dict]:
+    """Make the model file of one row; returns (path, info) with bytes and, for ours, ideal bytes."""
+    if spec.kind == "fp32":
+        size = sum(f.stat().st_size for f in fp32.parent.glob("model.onnx*"))
+        return fp32, {"bytes": size}
+    folder = work / ("ours" if spec.kind == "ours" else "ort")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{spec.slug}.onnx"
+    sidecar = path.with_suffix(".produce.json")
+    if reuse and path.is_file() and sidecar.is_file() and sidecar.stat().st_mtime >= fp32.stat().st_mtime:
+        info = json.loads(sidecar.read_text())
+        info["reused"] = True
+        return path, info
+    start = time.perf_counter()
+    if spec.kind == "ours":
+        from bert2onnxq.convert import ConvertOptions, convert
+
+        options = ConvertOptions(method=spec.method.split()[0].lower(), bits=spec.bits, granularity=spec.granularity,
+                                 group_size=spec.group_size or 128,
+                                 act_bits=None if spec.activations == "fp32" else 8,
+                                 emb_bits=None if spec.embeddings == "fp32" else 8)
+        result = convert(str(fp32), path, options)
+        info = {"bytes": result["bytes"], "ideal_bytes": result["ideal_bytes"],
+                "size_vs_ideal": result["size_vs_ideal"], "plan_summary": result["plan"].summary()}
+    elif spec.kind == "ort-dynamic":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)
+        copy_tokenizer(fp32, folder)
+        info = {"bytes": path.stat().st_size, "metadata_copied": copy_metadata(fp32, path)}
+        info["bytes"] = path.stat().st_size
+    elif spec.kind == "ort-nbits":
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=spec.bits, block_size=spec.group_size,
+                                         is_symmetric=True)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
+        copy_tokenizer(fp32, folder)
+        info = {"bytes": path.stat().st_size, "metadata_copied": copy_metadata(fp32, path),
+                "algorithm": quantizer.algo_config.algorithm}
+        info["bytes"] = path.stat().st_size
+    else:
+        raise ValueError(spec.kind)
+    info["seconds"] = round(time.perf_counter() - start, 2)
+    sidecar.write_text(json.dumps(info, indent=1))
+    info["reused"] = False
+    return path, info
+
+
+def attention_matmuls(fp32: Path) -> int:
+    """MatMuls of the FP32 graph without a constant weight (Q·K^T and P·V): never quantized."""
+    import onnx
+
+    model = onnx.load(str(fp32), load_external_data=False)
+    constants = {i.name for i in model.graph.initializer}
+    return sum(1 for n in model.graph.node if n.op_type == "MatMul" and not any(i in constants for i in n.input))
+
+
+def linear_kernels(path: Path, attention: int, config: dict | None = None) -> dict:
+    """What ONNX Runtime (ORT_ENABLE_ALL, CPU) runs for the linear layers after its graph fusions."""
+    import tempfile
+    from collections import Counter
+
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        model = onnx.load(options.optimized_model_filepath)
+    ops = Counter(n.op_type for n in model.graph.node)
+    levels = sorted({a.i for n in model.graph.node if n.op_type == "MatMulNBits"
+                     for a in n.attribute if a.name == "accuracy_level"})
+    info = {"int8": ops["MatMulIntegerToFloat"] + ops["DynamicQuantizeMatMul"] + ops["MatMulInteger"]
+                    + ops["QLinearMatMul"],
+            "nbits": ops["MatMulNBits"], "nbits_accuracy_levels": levels,
+            "fp32": ops["MatMul"] + ops["FusedMatMul"] - attention,
+            "dequantize_linear": ops["DequantizeLinear"], "gemm": ops["Gemm"]}
+    parts = []
+    if info["int8"]:
+        parts.append(f"{info['int8']} int8")
+    if info["nbits"]:
+        parts.append(f"{info['nbits']} NBits L{'/'.join(map(str, levels)) or '0'}")
+    if info["fp32"]:
+        parts.append(f"{info['fp32']} fp32" + (" (DQ)" if info["dequantize_linear"] else ""))
+    info["label"] = ", ".join(parts) or "-"
+    return info
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# validating, with the FP32 reference computed once
+
+
+class _Replay:
+    """Stands in for the FP32 Runner: returns the outputs it already produced for these features."""
+
+    def __init__(self, runner, outputs, n_features):
+        self._runner, self._outputs, self._n = runner, outputs, n_features
+
+    def describe(self):
+        return self._runner.describe()
+
+    def run_features(self, features, batch_size=32, pad_id=0, on_batch=None):
+        if len(features) != self._n:
+            raise RuntimeError("reference cache: feature count changed")
+        return self._outputs
+
+
+@contextmanager
+def reference_cache(fp32: Path, enabled: bool = True):
+    """Patch validate's make_runner so that the FP32 model runs once per feature set."""
+    import bert2onnxq.validate as validate_module
+
+    if not enabled:
+        yield
+        return
+    real = validate_module.make_runner
+    target = Path(fp32).resolve()
+    store: dict = {}
+
+    def make_runner(model_path, device="cpu", threads=0, config=None):
+        runner = real(model_path, device, threads, config)
+        if Path(model_path).resolve() != target:
+            return runner
+        key = (device, threads, tuple(sorted((config or {}).items())))
+
+        class Recording:
+            def describe(self):
+                return runner.describe()
+
+            def run_features(self, features, batch_size=32, pad_id=0, on_batch=None):
+                k = key + (len(features), batch_size)
+                if k in store:
+                    return _Replay(runner, store[k], len(features)).run_features(features)
+                outputs = runner.run_features(features, batch_size, pad_id, on_batch)
+                store[k] = outputs
+                return outputs
+
+        return Recording()
+
+    validate_module.make_runner = make_runner
+    try:
+        yield
+    finally:
+        validate_module.make_runner = real
+
+
+def run_validate(path: Path, task: str, fp32: Path | None, data: dict, limit: int | None,
+                 session_config: dict | None = None) -> tuple[dict, float]:
+    from bert2onnxq.validate import Protocol, validate
+
+    start = time.perf_counter()
+    result = validate(path, task, reference=fp32, threads=THREADS, session_config=session_config or None,
+                      protocol=Protocol(limit=limit), **data)
+    return result, round(time.perf_counter() - start, 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one model
+
+
+def bench_model(name: str, shared: Path, work_root: Path, specs: list[RowSpec], squad_limit: int | None,
+                reuse: bool, cache_reference: bool) -> dict:
+    task = MODELS[name]
+    source = shared / "models" / name
+    data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
+    limit = squad_limit if task == "squad" else None
+    work = work_root / name
+    model_start = time.perf_counter()
+    fp32, export_info = fp32_export(source, work)
+    err.print(f"[bold]{name}[/] ({task}): FP32 export {'reused' if export_info['reused'] else 'made'} at {fp32}")
+    entry = {"model": name, "task": task, "source": str(source), "fp32_path": str(fp32), "export": export_info,
+             "rows": [], "notes": []}
+    attention = attention_matmuls(fp32)
+    primary = second = None
+    with reference_cache(fp32, cache_reference):
+        for spec in specs:
+            row = {"spec": asdict(spec), "slug": spec.slug, "method": spec.method, "kind": spec.kind}
+            t0 = time.perf_counter()
+            try:
+                path, produced = produce(spec, fp32, work, reuse)
+                row["path"] = str(path)
+                row["produce"] = produced
+                row["kernels"] = linear_kernels(path, attention, dict(spec.session))
+                result, validate_wall = run_validate(path, task, None if spec.kind == "fp32" else fp32, data, limit,
+                                                     dict(spec.session))
+            except Exception as exc:  # one failing baseline must not lose the table
+                msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                row["error"] = f"{type(exc).__name__}: {msg}"
+                err.print(f"  [red]{spec.slug}: {row['error']}[/]")
+                entry["rows"].append(row)
+                continue
+            if primary is None:
+                primary = result["primary_metric"]
+                others = [k for k in result["model"]["metrics"] if k != primary]
+                second = others[0] if others else None
+                entry.update(primary_metric=primary, second_metric=second, examples=result["examples"],
+                             features=result["features"], protocol=result["protocol"],
+                             runtime=result["model"]["runtime"])
+            row["metrics"] = result["model"]["metrics"]
+            row["infer_seconds"] = result["model"]["seconds"]
+            row["validate_wall_seconds"] = validate_wall
+            row["bytes"] = produced["bytes"]
+            if spec.kind == "ours":
+                row["ideal_bytes"] = produced["ideal_bytes"]
+                row["size_vs_ideal"] = produced["size_vs_ideal"]
+            if "comparison" in result:
+                cmp = result["comparison"]
+                row["drop"] = cmp["drop"]
+                row["agreement"] = cmp["agreement"]
+                row["max_logit_diff"] = cmp["max_logit_diff"]
+                row["logit_rel_rms"] = cmp["logit_rel_rms"]
+            else:  # the FP32 row is its own reference
+                row["drop"] = {k: 0.0 for k in row["metrics"]}
+                row["agreement"] = 100.0
+                row["max_logit_diff"] = 0.0
+                row["logit_rel_rms"] = 0.0
+            row["row_wall_seconds"] = round(time.perf_counter() - t0, 2)
+            entry["rows"].append(row)
+            err.print(f"  {spec.slug:28s} {primary} {row['metrics'][primary]:6.2f}  drop {row['drop'][primary]:+6.2f}"
+                      f"  agree {row['agreement'] if row['agreement'] is not None else float('nan'):6.2f}%"
+                      f"  {row['bytes'] / 2**20:6.2f} MiB  infer {row['infer_seconds']:.1f}s"
+                      f"  (row {row['row_wall_seconds']:.1f}s)")
+    fp32_row = next((r for r in entry["rows"] if r["kind"] == "fp32" and "metrics" in r), None)
+    if fp32_row:
+        ref = fp32_row["metrics"][primary]
+        for r in entry["rows"]:
+            if "metrics" in r:
+                r["pct_of_fp32"] = 100.0 * r["metrics"][primary] / ref if ref else None
+    entry["notes"] += model_notes(entry, specs)
+    entry["checks"] = target_checks(entry)
+    entry["wall_seconds"] = round(time.perf_counter() - model_start, 1)
+    return entry
+
+
+def model_notes(entry: dict, specs: list[RowSpec]) -> list[str]:
+    notes = []
+    for r in entry["rows"]:
+        if "error" in r:
+            notes.append(f"`{r['slug']}` failed: {r['error']}")
+        if r.get("produce", {}).get("metadata_copied"):
+            notes.append(f"`{r['slug']}`: ORT dropped the bert2onnxq.* metadata; it was copied over from the FP32 export.")
+    if any(s.kind == "ours" and (s.granularity == "group" or s.activations == "fp32") for s in specs):
+        notes.append("i8 blk*: rows whose graph has no activation quantizer before DequantizeLinear(weights) -> MatMul "
+                     "(our group-wise rows; the ablation rows without the † config); ONNX Runtime fuses "
+                     "that pair into MatMulNBits with accuracy_level 4 (the default "
+                     "of session.qdq_matmulnbits_accuracy_level), which quantizes activations to int8 per block at run time.")
+    if any(s.session for s in specs):
+        notes.append("†: session config " + "; ".join(sorted({f"{k}={v}" for s in specs for k, v in s.session}))
+                     + " (everything else runs ONNX Runtime's default session config).")
+    notes.append("linear kernels: the 36 encoder MatMuls (and, for ORT dynamic, also pooler/classifier) after "
+                 "ORT_ENABLE_ALL fusions: int8 = MatMulIntegerToFloat / DynamicQuantizeMatMul; NBits Ln = MatMulNBits "
+                 "at accuracy_level n; fp32 (DQ) = float MatMul on weights dequantized at run time (activation Q/DQ "
+                 "simulated in float).")
+    if any(s.kind == "ort-dynamic" for s in specs):
+        notes.append("ORT dynamic: quantize_dynamic(weight_type=QInt8, per_channel=True) also quantizes the pooler and "
+                     "classifier MatMuls and the embedding Gathers (uint8); ours keep pooler/classifier FP32.")
+    if any(s.kind == "ort-nbits" for s in specs):
+        notes.append("ORT MatMulNBits rows: MatMulNBitsQuantizer(bits, block_size=32, is_symmetric=True), default "
+                     "algorithm (RTN), QOperator format; weight-only (accuracy_level unset = 0: FP32 activations; "
+                     "embeddings FP32, which dominate the file size); "
+                     "MatMulNBitsQuantizer supports bits 2, 4 and 8 (QOperator format), so 3-bit has no ORT row.")
+    return notes
+
+
+def target_checks(entry: dict) -> list[dict]:
+    """The project's targets, checked on this model's rows."""
+    primary = entry.get("primary_metric")
+    if primary is None:
+        return []
+    ours = {(r["method"], r["spec"]["bits"], r["spec"]["granularity"]): r
+            for r in entry["rows"] if r["kind"] == "ours" and "metrics" in r}
+    checks = []
+    for method in ("LQ", "ACIQ"):  # "within X points": a loss of at most X; a gain passes (agreement shows deviation)
+        r = ours.get((method, 8, "channel"))
+        if r:
+            d = r["drop"][primary]
+            ok = d <= 0.3 and (r["agreement"] or 0) >= 99.0
+            checks.append({"target": f"{method} W8/A8 per-channel: drop <= 0.3 points and >= 99% agreement",
+                           "pass": ok, "value": f"drop {d:+.2f}, agreement {r['agreement']:.2f}%"})
+    for method in ("LQ", "ACIQ"):
+        r = ours.get((method, 4, "group"))
+        if r:
+            d = r["drop"][primary]
+            checks.append({"target": f"{method} W4 group-{GROUP_SIZE}: drop <= 1 point", "pass": d <= 1.0,
+                           "value": f"drop {d:+.2f}, agreement {_f(r['agreement'], '.2f')}%"})
+    for bits in (3, 2):
+        for gran in ("channel", "group"):
+            lq, aciq = ours.get(("LQ", bits, gran)), ours.get(("ACIQ", bits, gran))
+            if lq and aciq:
+                ok = aciq["metrics"][primary] > lq["metrics"][primary]
+                value = f"{primary} ACIQ {aciq['metrics'][primary]:.2f} vs LQ {lq['metrics'][primary]:.2f}"
+                for k in aciq["metrics"]:
+                    if k != primary:
+                        value += f"; {k} ACIQ {aciq['metrics'][k]:.2f} vs LQ {lq['metrics'][k]:.2f}"
+                checks.append({"target": f"W{bits} {gran}: ACIQ better than LQ", "pass": ok, "value": value})
+    for label, widths in (("8/4/2-bit rows (native INT8/INT4/INT2 containers)", (8, 4, 2)),
+                          ("6/3-bit rows (stored in INT8/INT4 containers)", (6, 3))):
+        ratios = [(r["slug"], r["size_vs_ideal"]) for (_, b, _), r in ours.items() if b in widths]
+        if ratios:
+            worst = max(ratios, key=lambda x: x[1])
+            checks.append({"target": f"size/ideal <= 1.03, {label}", "pass": worst[1] <= 1.03,
+                           "value": f"max {worst[1]:.3f} ({worst[0]})"})
+    return checks
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def _f(x, fmt: str, dash: str = "—") -> str:
+    return dash if x is None else format(x, fmt)
+
+
+def table_rows(entry: dict) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, cells, and the indices after which a section (bit width) ends."""
+    primary, second = entry.get("primary_metric"), entry.get("second_metric")
+    header = ["method", "W bits", "granularity", "act / emb",
+              METRIC_LABEL.get(primary, primary or "metric")]
+    if second:
+        header.append(METRIC_LABEL.get(second, second))
+    header += ["% FP32", f"drop {METRIC_LABEL.get(primary, primary)}"]
+    if second:
+        header.append(f"drop {METRIC_LABEL.get(second, second)}")
+    header += ["agree %", "logit rel. RMS", "size MiB", "size/ideal", "infer s", "linear kernels"]
+    cells, sections, last_bits = [], [], None
+    for i, r in enumerate(entry["rows"]):
+        s = r["spec"]
+        if last_bits is not None and s["bits"] != last_bits:
+            sections.append(len(cells) - 1)
+        last_bits = s["bits"]
+        gran = s["granularity"] + (f" {s['group_size']}" if s["granularity"] == "group" else "")
+        if r["kind"] == "fp32":
+            gran = "-"
+        levels = r.get("kernels", {}).get("nbits_accuracy_levels") or []
+        acts = "i8 blk*" if 4 in levels else s["activations"]  # what ORT actually runs, not what the graph says
+        if s.get("session"):
+            acts += "†"
+        act = f"{acts} / {s['embeddings']}"
+        if "error" in r:
+            cells.append([r["method"], str(s["bits"]), gran, act, "failed"] + [""] * (len(header) - 5))
+            continue
+        m = r["metrics"]
+        row = [r["method"], str(s["bits"]), gran, act, f"{m[primary]:.2f}"]
+        if second:
+            row.append(f"{m[second]:.2f}")
+        row += [_f(r.get("pct_of_fp32"), ".2f"), f"{r['drop'][primary]:+.2f}"]
+        if second:
+            row.append(f"{r['drop'][second]:+.2f}")
+        row += [_f(r["agreement"], ".2f"),
+                f"{r['logit_rel_rms']:.4f}", f"{r['bytes'] / 2**20:.2f}", _f(r.get("size_vs_ideal"), ".3f"),
+                f"{r['infer_seconds']:.1f}", r.get("kernels", {}).get("label", "?")]
+        cells.append(row)
+    return header, cells, sections
+
+
+def title(entry: dict) -> str:
+    n = f"{entry.get('examples', '?')} examples"
+    if entry["task"] == "squad":
+        n = f"{entry.get('examples', '?')} questions / {entry.get('features', '?')} features"
+    return f"{entry['model']} — {entry['task']} ({n})"
+
+
+def print_table(entry: dict) -> None:
+    header, cells, sections = table_rows(entry)
+    table = Table(title=title(entry), title_justify="left")
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i < 4 else "right", no_wrap=True)
+    for i, row in enumerate(cells):
+        table.add_row(*row, end_section=i in sections)
+    out.print(table)
+    for c in entry.get("checks", []):
+        out.print(f"  [{'green' if c['pass'] else 'red'}]{'PASS' if c['pass'] else 'FAIL'}[/] {c['target']}: {c['value']}")
+    for note in entry.get("notes", []):
+        out.print(f"  [dim]note: {note}[/]")
+
+
+def markdown(report: dict) -> str:
+    meta = report["meta"]
+    lines = ["# Quantization table", "",
+             f"Generated {meta['date']} on {meta['machine']}; onnxruntime {meta['onnxruntime']}, "
+             f"onnx {meta['onnx']}, bert2onnxq {meta['bert2onnxq']} (commit {meta.get('git_commit', '?')}"
+             f"{', with uncommitted package changes' if meta.get('package_uncommitted_changes') else ''}), "
+             f"CPU, {THREADS} intra-op threads.", ""]
+    for name in sorted(report["models"], key=lambda n: list(MODELS).index(n) if n in MODELS else 99):
+        entry = report["models"][name]
+        header, cells, _ = table_rows(entry)
+        lines += [f"## {title(entry)}", ""]
+        proto = entry.get("protocol", {})
+        if proto:
+            extra = (f", doc stride {proto['doc_stride']}, n-best {proto['n_best']}, max answer {proto['max_answer_length']}"
+                     if entry["task"] == "squad" else "")
+            limit = f", first {proto['limit']} questions" if proto.get("limit") else ""
+            lines += [f"Protocol: max length {proto['max_length']}{extra}, batch {proto['batch_size']} "
+                      f"({proto['padding']}){limit}. Command: `{entry.get('command', '')}`; "
+                      f"wall time for this model {entry.get('wall_seconds', 0) / 60:.1f} min; measured "
+                      f"{entry.get('environment', {}).get('date', '?')} at commit "
+                      f"{entry.get('environment', {}).get('git_commit', '?')}.", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join("---" if i < 4 else "---:" for i in range(len(header))) + "|")
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        lines.append("")
+        if entry.get("checks"):
+            lines.append("Targets:")
+            lines += [f"- {'PASS' if c['pass'] else '**FAIL**'} — {c['target']}: {c['value']}" for c in entry["checks"]]
+            lines.append("")
+        if entry.get("notes"):
+            lines.append("Notes:")
+            lines += [f"- {n}" for n in entry["notes"]]
+            lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _int_list(ctx, param, value):
+    try:
+        bits = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of integers, e.g. 8,6,4,3,2") from None
+    if not bits or any(not 2 <= b <= 8 for b in bits):
+        raise click.BadParameter("bits must be in 2..8")
+    return bits
+
+
+def _models(ctx, param, value):
+    names = [x.strip() for x in value.split(",") if x.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise click.BadParameter(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    return names
+
+
+def environment() -> dict:
+    import onnx
+    import onnxruntime
+
+    import bert2onnxq
+
+    import subprocess
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "git_commit": git("rev-parse", "--short", "HEAD"),
+            "package_uncommitted_changes": bool(git("status", "--porcelain", "--", "bert2onnxq")),
+            "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".replace("  ", " "),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
+            "bert2onnxq": getattr(bert2onnxq, "__version__", "?")}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--models", default=",".join(MODELS), show_default=True, callback=_models,
+              help="Comma-separated shared model folders.")
+@click.option("--bits", default="8,6,4,3,2", show_default=True, callback=_int_list,
+              help="Weight bit widths (group-wise rows only for 4, 3, 2; ORT rows for 8 / 4 / 2).")
+@click.option("--squad-limit", type=click.IntRange(1), default=None,
+              help="Only the first N SQuAD questions (default: all 2,447 of the held-out file).")
+@click.option("--shared", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_SHARED,
+              show_default=True, help="The shared folder (models/, data/).")
+@click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("/tmp/bert2onnxq-bench"),
+              show_default=True, help="Cache of exported and converted models.")
+@click.option("--reuse-converted", is_flag=True,
+              help="Reuse converted files in --work-dir (the FP32 export is always reused when present).")
+@click.option("--baselines/--no-baselines", default=True, show_default=True, help="ORT quantizer rows.")
+@click.option("--ablation", is_flag=True,
+              help="Extra 8-bit rows: weights only (FP32 activations and embeddings), and weights + activations.")
+@click.option("--no-reference-cache", is_flag=True, help="Re-run the FP32 model for every row's comparison.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write all results as JSON.")
+@click.option("--markdown", "md_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the tables as Markdown.")
+@click.option("--append", is_flag=True, help="Merge into an existing --json file (other models kept) and render all.")
+def main(models, bits, squad_limit, shared, work_dir, reuse_converted, baselines, ablation, no_reference_cache,
+         json_path, md_path, append):
+    """FP32 vs LQ / ACIQ (per-channel and group-wise) vs ORT quantizers, one table per model."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic's "consider pre-processing" warning
+    if not (shared / "models").is_dir():
+        raise click.BadParameter(f"'{shared}' has no models/ folder", param_hint="--shared")
+    command = "python benchmarks/quantization_table.py " + " ".join(sys.argv[1:])
+    report = {"meta": environment(), "models": {}}
+    if append and json_path and json_path.is_file():
+        report["models"] = json.loads(json_path.read_text()).get("models", {})
+    specs = row_specs(bits, baselines, ablation)
+    start = time.perf_counter()
+    for name in models:
+        entry = bench_model(name, shared, work_dir, specs, squad_limit, reuse_converted, not no_reference_cache)
+        entry["command"] = command
+        entry["environment"] = report["meta"]
+        report["models"][name] = entry
+        print_table(entry)
+        report["meta"]["wall_seconds_this_run"] = round(time.perf_counter() - start, 1)
+        if json_path:  # after every model, so a long run keeps what it finished
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(report, indent=1, default=str))
+        if md_path:
+            md_path.parent.mkdir(parents=True, exist_ok=True)
+            md_path.write_text(markdown(report))
+    err.print(f"total wall time {(time.perf_counter() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
