@@ -1,4 +1,7 @@
-"""Static activation ranges: run the FP32 model on train-split samples and record MatMul inputs."""
+"""Activation statistics: run the FP32 model on train-split samples and observe MatMul inputs.
+
+They decide static activation ranges and which activation channels OCS splits.
+"""
 
 from __future__ import annotations
 
@@ -12,44 +15,59 @@ from .runtime import make_runner
 from .tasks import get_task
 from .validate import load_tokenizer, model_metadata
 
-RESERVOIR = 200_000  # values kept per tensor for ACIQ's b estimate
+SAMPLE_VALUES = 200_000  # values (as whole token rows) kept per tensor for ACIQ's b estimate
 
 
-class RangeObserver:
-    """Exact min/max plus a random sample of values (for ACIQ's Laplace b) of one tensor."""
+class ChannelObserver:
+    """Per-channel min/max of one activation [..., K] over real tokens, plus a random sample of token rows.
+
+    Keeping whole rows lets the range of an OCS-split activation x' = x[..., index] * factor be computed
+    exactly from the same statistics.
+    """
 
     def __init__(self, rng: np.random.Generator):
-        self.lo, self.hi = np.inf, -np.inf
-        self.sample: list[np.ndarray] = []
+        self.lo = self.hi = None
+        self.rows: list[np.ndarray] = []
         self.rng = rng
 
     def update(self, x: np.ndarray) -> None:
-        self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
-        flat = x.ravel()
-        self.sample.append(self.rng.choice(flat, size=min(flat.size, RESERVOIR // 8), replace=False))
+        x = x.reshape(-1, x.shape[-1])
+        lo, hi = x.min(axis=0), x.max(axis=0)
+        self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
+        keep = max(1, SAMPLE_VALUES // (8 * x.shape[1]))
+        self.rows.append(x[self.rng.choice(len(x), size=min(len(x), keep), replace=False)])
 
-    def range(self, method: str, bits: int = 8) -> list[float]:
+    def channel_absmax(self) -> np.ndarray:
+        return np.maximum(-self.lo, self.hi)
+
+    def range(self, method: str, bits: int = 8, split: numerics.ActivationSplit | None = None) -> list[float]:
+        """[lo, hi] of the activation (after `split`, if given): min-max, or ACIQ's Laplace clip."""
+        lo, hi = self.lo.astype(np.float64), self.hi.astype(np.float64)
+        values = np.concatenate(self.rows).astype(np.float64)
+        if split is not None:  # factor > 0, so each channel's range scales with it
+            lo, hi = lo[split.index] * split.factor, hi[split.index] * split.factor
+            values = values[:, split.index] * split.factor
+        lo, hi = float(lo.min()), float(hi.max())
         if method == "minmax":
-            return [self.lo, self.hi]
-        values = np.concatenate(self.sample)
+            return [lo, hi]
         mu = float(values.mean())
         alpha = numerics.optimal_alpha(bits, "laplace") * float(np.mean(np.abs(values - mu)))
-        return [max(self.lo, mu - alpha), min(self.hi, mu + alpha)]
+        return [max(lo, mu - alpha), min(hi, mu + alpha)]
 
 
-def activation_ranges(
+def observe_activations(
     fp32_path: Path,
     names: list[str],
     task_name: str,
     *,
     samples: int = 128,
-    method: str = "minmax",
     data_dir: Path | None = None,
     data_file: Path | None = None,
     batch_size: int = 16,
     seed: int = 0,
-) -> dict[str, list[float]]:
-    """{activation name: [lo, hi]} from `samples` train examples of `task_name` (min-max or ACIQ)."""
+) -> dict[str, ChannelObserver]:
+    """Run the FP32 model on `samples` train examples of `task_name` and observe the named activations."""
     import onnx
 
     task = get_task(task_name)
@@ -65,7 +83,7 @@ def activation_ranges(
     try:
         onnx.save(model, str(tmp))
         runner = make_runner(tmp)
-        observers = {name: RangeObserver(np.random.default_rng(seed)) for name in names}
+        observers = {name: ChannelObserver(np.random.default_rng(seed)) for name in names}
         for start in range(0, len(encoded.features), batch_size):
             batch = encoded.features[start:start + batch_size]
             outputs = runner.run_features(batch, batch_size, tokenizer.pad_token_id or 0)
@@ -74,4 +92,11 @@ def activation_ranges(
                     observers[name].update(row[: len(feature["input_ids"])] if row.ndim >= 2 else row)
     finally:
         tmp.unlink(missing_ok=True)
+    return observers
+
+
+def activation_ranges(fp32_path: Path, names: list[str], task_name: str, *, method: str = "minmax",
+                      **kwargs) -> dict[str, list[float]]:
+    """{activation name: [lo, hi]} from train examples of `task_name` (min-max or ACIQ)."""
+    observers = observe_activations(fp32_path, names, task_name, **kwargs)
     return {name: obs.range(method) for name, obs in observers.items()}

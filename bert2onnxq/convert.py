@@ -15,7 +15,7 @@ from .errors import BadInput
 from .graph.activations import QuantizeActivationsPass
 from .graph.embeddings import QuantizeEmbeddingsPass
 from .graph.locate import WeightSite, check_quantizable, embedding_tables
-from .graph.ocs import SplitChannelsPass
+from .graph.ocs import SplitActivationsPass, SplitChannelsPass, split_activation_name
 from .graph.qdq_weights import QuantizedTensor, QuantizeWeightsPass
 from .onnx_io import atomic_output, load_onnx, save_onnx
 from .plan import ActivationPlan, QuantPlan, TensorPlan, check_plan_fits
@@ -37,6 +37,7 @@ class ConvertOptions:
     clip: str = "none"  # OCS only: none | aciq (LQ and ACIQ imply their own)
     ocs_ratio: float = 0.02
     ocs_grid_aware: bool = False
+    ocs_activations: bool = False  # also split outlier channels of MatMul inputs (needs calibration data)
     act_bits: int | None = 8
     act_calib: str = "dynamic"  # dynamic | static
     calib_method: str = "minmax"  # static: minmax | aciq
@@ -53,6 +54,8 @@ class ConvertOptions:
             raise BadInput(f"unknown granularity '{self.granularity}': choose tensor, channel or group")
         if self.method == "ocs" and not 0 <= self.ocs_ratio <= 1:
             raise BadInput(f"--ocs-ratio {self.ocs_ratio} must be in 0..1 (the paper's grid: 0, 0.01, 0.02, 0.05)")
+        if self.ocs_activations and self.method != "ocs":
+            raise BadInput("--ocs-activations splits activation channels as part of OCS: use it with --method ocs")
         if self.emb_bits not in (None, 8, 4):
             raise BadInput(f"--emb-bits {self.emb_bits} is not supported: use 8, 4 or none")
         if self.act_bits not in (None, 8):
@@ -110,7 +113,8 @@ def decide_plan(model: ir.Model, options: ConvertOptions, sites: list[WeightSite
                                              "row" if block is None else "row-block", block))
     acts = ActivationPlan(bits=options.act_bits, mode=options.act_calib if options.act_bits else "none",
                           calibration=options.calib_method if options.act_calib == "static" else None,
-                          samples=options.calib_samples if options.act_calib == "static" else None)
+                          samples=options.calib_samples if options.act_calib == "static" else None,
+                          ocs_ratio=options.ocs_ratio if options.ocs_activations else None)
     return QuantPlan(options.method, weights, embeddings, acts, list(options.skip), _source_info(model))
 
 
@@ -136,15 +140,16 @@ def quantize_tensors(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTe
     weights = []
     for t in plan.weights:
         w = weight_array(model, t.name)
-        matrix, params, index = quantize_weight(w, t)
+        act_split = activation_split(plan, t)
+        w_in = w if act_split is None else w[act_split.index]  # rows duplicated unchanged for x' = x[idx] * f
+        matrix, params, index = quantize_weight(w_in, t)
         q = numerics.quantize(matrix, params)
         t.stats = _stats(matrix, q, params)
         if index is not None:
-            t.ocs_channels = [int(c) for c in index[w.shape[0]:]]
+            t.ocs_channels = [int(c) for c in index[w_in.shape[0]:]]
+        if index is not None or act_split is not None:
             # the error that matters is the effective weight's: fold duplicated rows back onto W
-            folded = np.zeros_like(w, dtype=np.float64)
-            np.add.at(folded, index, numerics.dequantize(q, params).astype(np.float64))
-            t.stats["mse"] = float(numerics.mse(w, folded))
+            t.stats["mse"] = float(numerics.mse(w, effective_weight(numerics.dequantize(q, params), index, act_split)))
         weights.append(QuantizedTensor(t.name, q, params, index))
     tables = []
     for t in plan.embeddings:
@@ -156,6 +161,26 @@ def quantize_tensors(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTe
         t.stats = _stats(table.T, q.T, params_t)
         tables.append(QuantizedTensor(t.name, np.ascontiguousarray(q), params_t))
     return weights, tables
+
+
+def activation_split(plan: QuantPlan, t: TensorPlan) -> numerics.ActivationSplit | None:
+    rows = plan.activation_split_rows(t.name)
+    return numerics.ActivationSplit.from_rows(t.shape[0], rows) if rows else None
+
+
+def effective_weight(w: np.ndarray, index: np.ndarray | None, act_split: numerics.ActivationSplit | None) -> np.ndarray:
+    """The [K, N] weight that x meets through OCS: rows of W' folded over the weight gather `index`, then
+    over the activation split (x' = x[idx] * factor); float64."""
+    w = np.asarray(w, np.float64)
+    if index is not None:
+        folded = np.zeros((len(act_split.index) if act_split else index.max() + 1, w.shape[1]))
+        np.add.at(folded, index, w)
+        w = folded
+    if act_split is not None:
+        folded = np.zeros((act_split.index.max() + 1, w.shape[1]))
+        np.add.at(folded, act_split.index, w * act_split.factor[:, None])
+        w = folded
+    return w
 
 
 def _stats(w: np.ndarray, q: np.ndarray, params: numerics.QuantParams) -> dict:
@@ -176,7 +201,8 @@ def apply_plan(model: ir.Model, plan: QuantPlan) -> ir.Model:
     """Apply `plan` in place: weights, then embeddings, then activation quantizers."""
     weights, tables = quantize_tensors(model, plan)
     splits = {f"{t.name}_dequantized": (t.name, t.gather_index) for t in weights if t.gather_index is not None}
-    passes = [QuantizeWeightsPass(weights), SplitChannelsPass(splits), QuantizeEmbeddingsPass(tables)]
+    passes = [QuantizeWeightsPass(weights), SplitChannelsPass(splits), _split_activations_pass(plan),
+              QuantizeEmbeddingsPass(tables)]
     if plan.activations.bits:
         # Group-wise weights become MatMulNBits in ONNX Runtime, which quantizes activations to int8
         # itself (session.qdq_matmulnbits_accuracy_level=4, the default); explicit activation QDQ in
@@ -190,14 +216,27 @@ def apply_plan(model: ir.Model, plan: QuantPlan) -> ir.Model:
     return model
 
 
+def _split_activations_pass(plan: QuantPlan, suffix: str = "_dequantized") -> SplitActivationsPass:
+    splits = {}
+    for name, split in plan.activations.splits.items():
+        k = next(t.shape[0] for t in plan.weights if t.name in split["weights"])
+        s = numerics.ActivationSplit.from_rows(k, split["split_rows"])
+        splits[name] = (s.index, s.factor, {f"{w}{suffix}" for w in split["weights"]})
+    return SplitActivationsPass(splits)
+
+
 def split_fp32(model: ir.Model, plan: QuantPlan) -> ir.Model:
-    """Apply only OCS channel splitting, in FP32 (W -> W' plus Gather): must equal the FP32 model."""
+    """Apply only OCS channel splitting (weights and activations), in FP32: must equal the FP32 model."""
     splits, expanded = {}, {}
     for t in plan.weights:
+        act_split = activation_split(plan, t)
+        w = weight_array(model, t.name)
+        w = w if act_split is None else w[act_split.index]
         if t.ocs_ratio:
-            split = numerics.ocs_split(weight_array(model, t.name), t.ocs_ratio)
-            splits[t.name], expanded[t.name] = (t.name, split.index), split.weight
-    ir.passes.PassManager([SplitChannelsPass(splits, expanded)])(model)
+            split = numerics.ocs_split(w, t.ocs_ratio)
+            splits[t.name], w = (t.name, split.index), split.weight
+        expanded[t.name] = w
+    ir.passes.PassManager([SplitChannelsPass(splits, expanded), _split_activations_pass(plan, suffix="")])(model)
     return model
 
 
@@ -212,7 +251,8 @@ def convert(
 ) -> dict:
     """Convert an FP32 ONNX (or an HF model, exported first) into a quantized ONNX at `output`.
 
-    `calibrate(fp32_path, activation_names) -> {name: [lo, hi]}` supplies static activation ranges.
+    `calibrate(fp32_path, activation_names) -> {name: calibrate.ChannelObserver}` observes activations
+    on calibration data, for static ranges and activation OCS.
     """
     output = Path(output)
     if output.suffix != ".onnx":
@@ -224,10 +264,7 @@ def convert(
         if plan is None:
             plan = decide_plan(model, options or ConvertOptions(), sites)
         check_plan_fits(plan, {name: tuple(v.shape.numpy()) for name, v in model.graph.initializers.items()})
-        if plan.activations.mode == "static" and not plan.activations.ranges:
-            if calibrate is None:
-                raise BadInput("static activation calibration needs --task (and its data) for calibration samples")
-            plan.activations.ranges = calibrate(fp32_path, _activation_inputs(model, plan))
+        calibrate_activations(model, plan, fp32_path, calibrate)
         planned = {t.name for t in plan.weights + plan.embeddings}
         fp32_rest = sum(v.const_value.nbytes for n, v in model.graph.initializers.items() if n not in planned)
         apply_plan(model, plan)
@@ -242,9 +279,40 @@ def convert(
             "container_ideal_bytes": container_ideal, "size_vs_container_ideal": size / container_ideal}
 
 
-def _activation_inputs(model: ir.Model, plan: QuantPlan) -> list[str]:
-    names = {t.name for t in plan.weights if t.granularity != "group"}
-    return sorted({n.inputs[0].name for n in model.graph if n.op_type == "MatMul" and n.inputs[1].name in names})
+def calibrate_activations(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate) -> None:
+    """Fill the plan's activation decisions that need data: OCS activation splits, then static ranges."""
+    acts = plan.activations
+    need_splits = bool(acts.ocs_ratio) and not acts.splits
+    need_ranges = acts.mode == "static" and not acts.ranges
+    if not (need_splits or need_ranges):
+        return
+    if calibrate is None:
+        raise BadInput("static activation ranges and --ocs-activations need calibration samples: pass --task "
+                       "(and --data-dir or --calib-file)")
+    readers = _activation_readers(model, plan)
+    observers = calibrate(fp32_path, sorted(readers))
+    if need_splits:
+        acts.splits = {x: {"split_rows": numerics.activation_split(observers[x].channel_absmax(), acts.ocs_ratio).split_rows,
+                           "weights": weights} for x, weights in readers.items()}
+    if need_ranges:
+        acts.ranges = {}
+        grouped = {t.name for t in plan.weights if t.granularity == "group"}  # MatMulNBits quantizes these itself
+        for x, weights in readers.items():
+            if set(weights) <= grouped:
+                continue
+            split = activation_split(plan, next(t for t in plan.weights if t.name == weights[0]))
+            name = x if split is None else split_activation_name(x)
+            acts.ranges[name] = observers[x].range(acts.calibration, split=split)
+
+
+def _activation_readers(model: ir.Model, plan: QuantPlan) -> dict[str, list[str]]:
+    """{MatMul input activation: [planned weights it multiplies]} (Q, K and V share one input)."""
+    names = {t.name for t in plan.weights}
+    readers: dict[str, list[str]] = {}
+    for n in model.graph:
+        if n.op_type == "MatMul" and n.inputs[1] is not None and n.inputs[1].name in names:
+            readers.setdefault(n.inputs[0].name, []).append(n.inputs[1].name)
+    return readers
 
 
 def _fp32_source(source: str, tmp: Path) -> Path:

@@ -53,7 +53,11 @@ class ActivationPlan:
     mode: str = "dynamic"  # dynamic | static
     calibration: str | None = None  # static only: minmax | aciq
     samples: int | None = None
-    ranges: dict[str, list[float]] = field(default_factory=dict)  # static: tensor -> [lo, hi]
+    ranges: dict[str, list[float]] = field(default_factory=dict)  # static: quantized tensor -> [lo, hi]
+    # OCS on activations: split ceil(ratio * K) channels of each MatMul input, chosen on calibration data.
+    # splits: activation name -> {"split_rows": rows halved in order (replayable), "weights": its readers}
+    ocs_ratio: float | None = None
+    splits: dict[str, dict] = field(default_factory=dict)
     # Where the quantizers live: QDQ nodes in front of per-tensor/per-channel weights; inside
     # ONNX Runtime's MatMulNBits (int8 activations per block, accuracy level 4) for group-wise ones.
     note: str = "QDQ before per-tensor/per-channel weights; MatMulNBits int8 activations for group-wise weights"
@@ -110,16 +114,28 @@ class QuantPlan:
         for t in self.weights + self.embeddings:
             scales = t.stats.get("num_scales", 1)
             bits = (2 if t.bits <= 2 else 4 if t.bits <= 4 else 8) if container else t.bits
-            params = t.num_params + len(t.ocs_channels) * t.shape[1]
+            params = t.num_params + self.rows_added(t) * t.shape[1]
             total += params * bits / 8 + scales * scale_bytes + (0 if t.symmetric else scales)
         return total
 
+    def activation_split_rows(self, weight: str) -> list[int]:
+        """The OCS split rows of the activation that `weight`'s MatMul reads ([] when not split)."""
+        for split in self.activations.splits.values():
+            if weight in split["weights"]:
+                return split["split_rows"]
+        return []
+
+    def rows_added(self, t: TensorPlan) -> int:
+        """Input channels OCS added to weight `t`: its own splits plus those of its activation."""
+        return len(t.ocs_channels) + len(self.activation_split_rows(t.name))
+
     def ocs_overhead(self) -> dict:
         """Channels gained, extra weight parameters and extra multiply-adds per token of OCS."""
-        extra_rows = sum(len(t.ocs_channels) for t in self.weights)
-        extra = sum(len(t.ocs_channels) * t.shape[1] for t in self.weights)
+        extra_rows = sum(self.rows_added(t) for t in self.weights)
+        extra = sum(self.rows_added(t) * t.shape[1] for t in self.weights)
         total = sum(t.num_params for t in self.weights)
         return {"channels_added": extra_rows, "extra_params": extra, "extra_macs_per_token": extra,
+                "activation_channels_added": sum(len(s["split_rows"]) for s in self.activations.splits.values()),
                 "extra_fraction": extra / total if total else 0.0}
 
     def summary(self) -> str:
@@ -128,7 +144,9 @@ class QuantPlan:
         act = "fp32" if self.activations.bits is None else f"{self.activations.bits}-bit {self.activations.mode}"
         emb = sorted({t.bits for t in self.embeddings}) or ["fp32"]
         ocs = self.ocs_overhead()
-        split = f", OCS +{ocs['channels_added']} channels (+{100 * ocs['extra_fraction']:.2f}% MACs)" if ocs["channels_added"] else ""
+        act_split = f"; {ocs['activation_channels_added']} activation channels split" if ocs["activation_channels_added"] else ""
+        split = (f", OCS +{ocs['channels_added']} weight rows (+{100 * ocs['extra_fraction']:.2f}% MACs{act_split})"
+                 if ocs["channels_added"] else "")
         return (f"{self.method}: {len(self.weights)} weights at {'/'.join(map(str, bits))} bits ({', '.join(grans)}){split}, "
                 f"activations {act}, embeddings {'/'.join(map(str, emb))}")
 

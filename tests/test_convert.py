@@ -194,10 +194,10 @@ def test_static_activation_calibration(tiny_onnx, tmp_path, method):
 
     if not (GLUE_DIR / "STS-B" / "train.tsv").is_file():
         pytest.skip("needs ../shared/data/glue/STS-B")
-    from bert2onnxq.calibrate import activation_ranges
+    from bert2onnxq.calibrate import observe_activations
 
     def calibrate(path, names):
-        return activation_ranges(path, names, "stsb", samples=16, method=method, data_dir=GLUE_DIR)
+        return observe_activations(path, names, "stsb", samples=16, data_dir=GLUE_DIR)
 
     out = tmp_path / "static.onnx"
     summary = convert(str(tiny_onnx["regression"]), out, ConvertOptions(act_calib="static", calib_method=method),

@@ -155,3 +155,37 @@ def test_mse_on_minilm(minilm_weight):
         # Guard only that it stays close; with one per-tensor step, plain OCS does win clearly.
         assert r["ocs+lq"] < 1.1 * r["lq"]
         assert r["tensor ocs+lq"] < r["tensor lq"]
+
+
+def test_activation_split_hand_example_with_resplits():
+    from bert2onnxq.numerics import activation_split
+
+    s = activation_split(np.array([1.0, 4.0, 2.0]), 0.67)  # ceil(2.01) = 3 splits
+    # 4 -> 2, 2 (copy); ties: channel 1 (now 2) again -> 1, 1; then channel 2 (2) -> 1, 1
+    assert s.split_rows == [1, 1, 2]
+    assert s.index.tolist() == [0, 1, 2, 1, 1, 2]
+    assert s.factor.tolist() == [1, 0.25, 0.5, 0.5, 0.25, 0.5]
+    x = np.array([[3.0, -8.0, 5.0]])
+    w = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    # x' @ W[index] == x @ W, while max|x'| halves from 8 to 4
+    np.testing.assert_allclose((x[:, s.index] * s.factor) @ w[s.index], x @ w)
+    assert np.abs(x[:, s.index] * s.factor).max() == 4.0
+
+
+def test_channel_observer_range_of_split_activation():
+    from bert2onnxq.calibrate import ChannelObserver
+    from bert2onnxq.numerics import activation_split
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 50, 8)).astype(f32)
+    x[..., 3] *= 20  # one outlier channel
+    obs = ChannelObserver(rng)
+    for batch in x:
+        obs.update(batch)
+    split = activation_split(obs.channel_absmax(), 0.25)  # 2 splits: channel 3 twice
+    assert split.split_rows == [3, 3]
+    xs = x[..., split.index] * split.factor
+    assert obs.range("minmax", split=split) == pytest.approx([xs.min(), xs.max()])
+    assert obs.range("minmax") == pytest.approx([x.min(), x.max()])
+    lo, hi = obs.range("aciq", split=split)
+    assert xs.min() <= lo < 0 < hi <= xs.max()

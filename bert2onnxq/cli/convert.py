@@ -24,6 +24,8 @@ from .app import TASKS, Command, err, main, out, quiet_transformers
 @click.option("--ocs-ratio", type=float, default=0.02, show_default=True,
               help="OCS expand ratio r: ceil(r*K) input channels split per weight (paper's grid 0, 0.01, 0.02, 0.05).")
 @click.option("--ocs-grid-aware", is_flag=True, help="OCS halves w/2 -+ delta/4 so they round to different grid points.")
+@click.option("--ocs-activations", is_flag=True,
+              help="OCS also splits the outlier channels of each MatMul input (chosen on --task calibration samples).")
 @click.option("--clip", type=click.Choice(["none", "aciq"]), default="none", show_default=True,
               help="Clipping for --method ocs.")
 @click.option("--act-bits", type=click.Choice(["8", "none"]), default="8", show_default=True,
@@ -32,7 +34,8 @@ from .app import TASKS, Command, err, main, out, quiet_transformers
               help="dynamic: per-batch ranges at run time; static: ranges calibrated on the task's train split.")
 @click.option("--calib-method", type=click.Choice(["minmax", "aciq"]), default="minmax", show_default=True)
 @click.option("--calib-samples", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--task", type=click.Choice(TASKS), help="Task whose train split calibrates static activations.")
+@click.option("--task", type=click.Choice(TASKS),
+              help="Task whose train split calibrates static activations and --ocs-activations.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="GLUE folder for calibration (default $GLUE_DIR).")
 @click.option("--calib-file", type=click.Path(path_type=Path), help="Calibration file (SQuAD JSON or GLUE TSV).")
 @click.option("--emb-bits", type=click.Choice(["8", "4", "none"]), default="8", show_default=True,
@@ -41,7 +44,8 @@ from .app import TASKS, Command, err, main, out, quiet_transformers
 @click.option("--plan", "plan_in", type=click.Path(path_type=Path), help="Apply a saved plan (ignores method options).")
 @click.option("--plan-out", type=click.Path(path_type=Path), help="Also write the plan as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def convert(source, output, method, bits, granularity, group_size, symmetric, aciq_dist, ocs_ratio, ocs_grid_aware, clip,
+def convert(source, output, method, bits, granularity, group_size, symmetric, aciq_dist, ocs_ratio, ocs_grid_aware,
+            ocs_activations, clip,
             act_bits, act_calib,
             calib_method, calib_samples, task, data_dir, calib_file, emb_bits, skip, plan_in, plan_out, as_json):
     """Quantize a BERT's weights (and activations, embeddings) into standard QDQ ONNX.
@@ -55,6 +59,7 @@ def convert(source, output, method, bits, granularity, group_size, symmetric, ac
       bert2onnxq convert --model out/fp32/model.onnx --method aciq --bits 3 --granularity group --group-size 32 -o out/aciq3.onnx
       bert2onnxq convert --model models/minilm-l6-sst2-demo --bits 4 --act-calib static --task sst2 --data-dir ../shared/data/glue -o out/q4.onnx
       bert2onnxq convert --model out/fp32/model.onnx --method ocs --bits 3 --ocs-ratio 0.02 --clip aciq -o out/ocs3.onnx
+      bert2onnxq convert --model out/fp32/model.onnx --method ocs --bits 4 --ocs-activations --task sst2 --data-dir ../shared/data/glue -o out/ocs4a.onnx
       bert2onnxq convert --model out/fp32/model.onnx --plan plan.json -o out/again.onnx
     """
     from ..convert import ConvertOptions, convert as run_convert
@@ -63,18 +68,18 @@ def convert(source, output, method, bits, granularity, group_size, symmetric, ac
     quiet_transformers()
     options = ConvertOptions(method=method, bits=bits, granularity=granularity, group_size=group_size,
                              symmetric=symmetric, distribution=aciq_dist, clip=clip, ocs_ratio=ocs_ratio,
-                             ocs_grid_aware=ocs_grid_aware, act_bits=None if act_bits == "none" else 8,
+                             ocs_grid_aware=ocs_grid_aware, ocs_activations=ocs_activations, act_bits=None if act_bits == "none" else 8,
                              act_calib=act_calib, calib_method=calib_method, calib_samples=calib_samples,
                              emb_bits=None if emb_bits == "none" else int(emb_bits), skip=tuple(skip))
     plan = QuantPlan.load(plan_in) if plan_in else None
     calibrate = None
     if task:
-        from ..calibrate import activation_ranges
+        from ..calibrate import observe_activations
 
         def calibrate(fp32_path, names):
             with err.status(f"calibrating {len(names)} activations on {calib_samples} {task} train samples ..."):
-                return activation_ranges(fp32_path, names, task, samples=calib_samples, method=calib_method,
-                                         data_dir=data_dir, data_file=calib_file)
+                return observe_activations(fp32_path, names, task, samples=calib_samples, data_dir=data_dir,
+                                           data_file=calib_file)
     with err.status("quantizing ..."):
         summary = run_convert(source, output, options, plan=plan, plan_out=plan_out, calibrate=calibrate)
     plan = summary.pop("plan")

@@ -47,3 +47,50 @@ class SplitChannelsPass(ir.passes.InPlacePass):
             graph.insert_before(node, gather)
             node.replace_input_with(0, gather.outputs[0])
         return ir.passes.PassResult(model, modified=bool(matmuls))
+
+
+class SplitActivationsPass(ir.passes.InPlacePass):
+    """OCS on activations: x => Mul(Gather(x, idx, axis=-1), factor) for the planned MatMuls reading x.
+
+    `splits` maps an activation name to (index, factor, weight values): the MatMuls whose weight input is
+    one of those values (directly, or through their OCS weight Gather) read x' instead of x; the weights'
+    rows were already duplicated by the weight pass. Other readers of x (residual Add) keep x.
+    """
+
+    def __init__(self, splits: dict[str, tuple[np.ndarray, np.ndarray, set[str]]]):
+        super().__init__()
+        self.splits = splits
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        values = {v.name: v for n in graph for v in n.outputs} | {v.name: v for v in graph.inputs}
+        for name, (index, factor, weights) in self.splits.items():
+            x = values[name]
+            readers = []
+            for node, i in list(x.uses()):
+                matmul = node.outputs[0].uses()[0][0] if is_ocs_gather(node) else node
+                if i == 0 and matmul.op_type == "MatMul" and matmul.inputs[1].name in weights:
+                    readers.append(node)
+            base = name.replace("/", "_").strip("_") or "act"
+            idx = ir.Value(name=f"{base}_ocs_act_index", shape=ir.Shape(index.shape),
+                           type=ir.TensorType(ir.DataType.INT64), const_value=ir.tensor(np.asarray(index, np.int64)))
+            scale = ir.Value(name=f"{base}_ocs_act_factor", shape=ir.Shape(factor.shape),
+                             type=ir.TensorType(ir.DataType.FLOAT), const_value=ir.tensor(np.asarray(factor, np.float32)))
+            graph.register_initializer(idx)
+            graph.register_initializer(scale)
+            gather = ir.node("Gather", [x, idx], {"axis": -1}, name=f"{base}_ocs_act_gather")
+            mul = ir.node("Mul", [gather.outputs[0], scale], name=f"{base}_ocs_act_halve",
+                          outputs=[ir.Value(name=split_activation_name(name))])
+            producer = x.producer()
+            if producer is None:
+                graph.insert_before(graph[0], [gather, mul])
+            else:
+                graph.insert_after(producer, [gather, mul])
+            for node in readers:
+                node.replace_input_with(0, mul.outputs[0])
+        return ir.passes.PassResult(model, modified=bool(self.splits))
+
+
+def split_activation_name(name: str) -> str:
+    """The graph name of activation `name` after its channels were split (what gets quantized)."""
+    return f"{name}_ocs_split"

@@ -56,30 +56,64 @@ def num_splits(k: int, ratio: float) -> int:
     return math.ceil(round(ratio * k, 9))
 
 
+def split_order(row_max, s: int) -> list[int]:
+    """The greedy OCS order: s times, the row with the largest current max (ties: lowest row) is halved
+    and a copy appended (a copy may be chosen again); returns the row split at each step."""
+    row_max = np.concatenate([np.asarray(row_max, np.float64), np.zeros(s)])
+    k, rows = len(row_max) - s, []
+    for j in range(s):
+        r = int(np.argmax(row_max[:k + j]))  # argmax returns the first maximum: ties go to the lowest row
+        row_max[r] *= 0.5  # halving a row halves its max exactly
+        row_max[k + j] = row_max[r]
+        rows.append(r)
+    return rows
+
+
+def replay_splits(k: int, split_rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(index, factor) of K channels after `split_rows`: index[i] = the original channel of row i,
+    factor[i] = 0.5 ** (times row i was halved), a power of two, so scaling by it is exact."""
+    s = len(split_rows)
+    index = np.concatenate([np.arange(k, dtype=np.int64), np.zeros(s, np.int64)])
+    factor = np.ones(k + s, np.float64)
+    for j, r in enumerate(split_rows):
+        if not 0 <= r < k + j:
+            raise ValueError(f"split {j} takes row {r}, which does not exist yet (0..{k + j - 1})")
+        factor[r] *= 0.5
+        index[k + j], factor[k + j] = index[r], factor[r]  # a re-split copy still reads the original channel
+    return index, factor
+
+
 def ocs_split(w, ratio: float) -> OCSSplit:
     """Split ceil(ratio * K) times the row holding the largest |w| of the current matrix (ties: lowest row)."""
     w = np.asarray(w, dtype=np.float32)  # fp16 checkpoints -> float32, the graph's MatMul dtype
     if w.ndim != 2 or w.size == 0 or not np.isfinite(w).all():
         raise ValueError(f"weight must be a non-empty finite 2-D [K, N] matrix, got shape {w.shape}")
-    k, n = w.shape
-    s = num_splits(k, ratio)
-    out = np.empty((k + s, n), np.float32)
-    out[:k] = w
-    index = np.concatenate([np.arange(k, dtype=np.int64), np.zeros(s, np.int64)])
-    # Per-row max|w| kept up to date (halving a row halves its max exactly), so each split costs O(N)
-    # instead of rescanning the whole matrix.
-    row_max = np.abs(out[:k]).max(axis=1)
-    row_max = np.concatenate([row_max, np.zeros(s, np.float32)])
-    rows = []
-    for j in range(s):
-        r = int(np.argmax(row_max[:k + j]))  # argmax returns the first maximum: ties go to the lowest row
-        out[r] *= 0.5
-        out[k + j] = out[r]
-        row_max[r] *= 0.5
-        row_max[k + j] = row_max[r]
-        index[k + j] = index[r]  # a re-split appended row still reads the original input channel
-        rows.append(r)
-    return OCSSplit(out, index, rows)
+    rows = split_order(np.abs(w).max(axis=1), num_splits(w.shape[0], ratio))
+    index, factor = replay_splits(w.shape[0], rows)
+    return OCSSplit((w[index] * factor[:, None]).astype(np.float32), index, rows)
+
+
+@dataclass(frozen=True, eq=False)
+class ActivationSplit:
+    """OCS on an activation x [..., K]: x' = x[..., index] * factor, and W's rows duplicated unchanged
+    (W[index]), so x' @ W[index] == x @ W while the outlier channels of x' are halved before quantization."""
+    index: np.ndarray
+    factor: np.ndarray
+    split_rows: list[int]
+
+    @classmethod
+    def from_rows(cls, k: int, split_rows: list[int]) -> "ActivationSplit":
+        index, factor = replay_splits(k, split_rows)
+        return cls(index, factor, list(split_rows))
+
+
+def activation_split(channel_absmax, ratio: float) -> ActivationSplit:
+    """Split ceil(ratio * K) times the channel with the largest calibrated max|x| (same rule as weights)."""
+    channel_absmax = np.asarray(channel_absmax, np.float64)
+    if channel_absmax.ndim != 1 or not np.isfinite(channel_absmax).all():
+        raise ValueError("channel_absmax must be a finite 1-D vector (one max|x| per channel)")
+    k = len(channel_absmax)
+    return ActivationSplit.from_rows(k, split_order(channel_absmax, num_splits(k, ratio)))
 
 
 def grid_aware(split: OCSSplit, scale_of: Callable[[np.ndarray], np.ndarray]) -> OCSSplit:
