@@ -59,7 +59,8 @@ def _fmt(x, spec=".2f", none="n/a") -> str:
 
 
 def model_card(*, title: str, source: str, fp32: str | None, plan, summary: dict, measured: dict | None = None,
-               runtime: dict | None = None, search: dict | None = None, command: str = "") -> str:
+               runtime: dict | None = None, search: dict | None = None, command: str = "",
+               plan_file: str | None = None) -> str:
     """A deployment team's one page: what was done, how good, how big, how fast, on what runtime.
 
     `measured`: {"validation": validate() result with a reference, "latency": latency_ratio() or None}.
@@ -77,7 +78,7 @@ def model_card(*, title: str, source: str, fp32: str | None, plan, summary: dict
     if lb["layers"]:
         lines.append(f"| Weight bits per layer | {' '.join(_fmt(b, 'g') for b in lb['layers'])} "
                      f"(layers {lb['layer_index'][0]}..{lb['layer_index'][-1]}; mean {lb['mean']:.2f}) |")
-    lines.append("| Plan (JSON) | in the file's metadata, key `bert2onnxq.plan` |")
+    lines.append(f"| Plan (JSON) | {f'`{plan_file}`, and ' if plan_file else ''}in the file's metadata, key `bert2onnxq.plan` |")
     size = summary["bytes"]
     fp32_bytes = summary.get("fp32_bytes")
     rel = f" ({100 * size / fp32_bytes:.1f}% of FP32's {fp32_bytes / MIB:.2f} MiB)" if fp32_bytes else ""
@@ -127,8 +128,8 @@ def model_card(*, title: str, source: str, fp32: str | None, plan, summary: dict
     lines += [f"- Activations: {plan.activations.note}", ""]
 
     lines += ["## Reproduce", "", "```",
-              f"bert2onnxq convert --model {fp32 or source} --plan PLAN.json -o {out_path}   "
-              "# PLAN.json: the bert2onnxq.plan metadata",
+              f"bert2onnxq convert --model {fp32 or source} --plan {plan_file or 'PLAN.json'} -o {out_path}"
+              + ("" if plan_file else "   # PLAN.json: the bert2onnxq.plan metadata, or convert --plan-out"),
               f"bert2onnxq validate {out_path} --reference {fp32 or 'FP32.onnx'} --task "
               f"{measured['validation']['task'] if measured else 'TASK'}", "```", "",
               f"Made by bert2onnxq {__version__} on {time.strftime('%Y-%m-%d %H:%M %Z')}"

@@ -364,7 +364,7 @@ def convert_max_drop(
             f"{'within' if dev_drop <= max_drop + 1e-9 else 'NOT within'} the {max_drop:g}-point budget.")
         card = model_card(title=f"smallest file within {max_drop:g} points of FP32 ({chosen.label})",
                           source=source, fp32=str(fp32) if fp32_kept else None, plan=plan, summary=summary,
-                          measured=measured, search={"text": text}, command=command)
+                          measured=measured, search={"text": text}, command=command, plan_file=str(plan_path))
         write_atomic(output.with_suffix(".md"), card)
         record = {"output": str(output), "task": task, "max_drop": max_drop, "primary_metric": primary,
                   "search_data": data_text, "fp32_search_metric": result.fp32_metric,

@@ -295,9 +295,11 @@ def run_cell(cell: Cell, setup: Setup) -> dict:
         row.update(status="ok", **summarize(measured, plan, summary, summary["fp32_bytes"]))
         row["seconds"] = {"convert": convert_seconds, "validate": measured["validate_seconds"]}
         row["model"] = str(folder / "model.onnx") if setup.keep_models else None
+        write_atomic(folder / "plan.json", plan.to_json())
         card = model_card(title=f"{cell.variant}, {cell.bits}-bit weights", source=setup.source or setup.fp32,
                           fp32=setup.fp32, plan=plan, summary=summary, measured=measured,
-                          command=f"bert2onnxq sweep (cell {cell.id}; options {json.dumps(cell.options)})")
+                          command=f"bert2onnxq sweep (cell {cell.id}; options {json.dumps(cell.options)})",
+                          plan_file=str(folder / "plan.json"))
         write_atomic(folder / "model.md", card)
         if not setup.keep_models:  # the cell file and the card keep everything but the weights
             for f in folder.glob("model.onnx*"):

@@ -134,7 +134,8 @@ def write_card(source, output, plan, summary, plan_out) -> str:
 
         summary = {**summary, "fp32_bytes": file_bytes(Path(fp32))}
     card = model_card(title=plan.summary().split(":", 1)[0] + " conversion", source=source, fp32=fp32, plan=plan,
-                      summary=summary, runtime=runtime, command="bert2onnxq convert " + " ".join(sys.argv[2:]))
+                      summary=summary, runtime=runtime, command="bert2onnxq convert " + " ".join(sys.argv[2:]),
+                      plan_file=str(plan_out) if plan_out else None)
     path = Path(output).with_suffix(".md")
     write_atomic(path, card)
     return str(path)
