@@ -366,6 +366,13 @@ def convert_max_drop(
                           source=source, fp32=str(fp32) if fp32_kept else None, plan=plan, summary=summary,
                           measured=measured, search={"text": text}, command=command, plan_file=str(plan_path))
         write_atomic(output.with_suffix(".md"), card)
+        from .report import have_matplotlib, layer_bits, plot_layer_bits
+
+        lb = layer_bits(plan)
+        plot = output.with_suffix(".layer_bits.png")
+        if lb["mixed"] and have_matplotlib():  # where the bits went, per layer
+            plot_layer_bits([{"status": "ok", "variant": chosen.label, "layer_bits": lb}], plot,
+                            title=f"{output.name}: weight bits per encoder layer")
         record = {"output": str(output), "task": task, "max_drop": max_drop, "primary_metric": primary,
                   "search_data": data_text, "fp32_search_metric": result.fp32_metric,
                   "steps": [s.__dict__ for s in result.steps], "layer_order": result.layer_order,
@@ -380,7 +387,8 @@ def convert_max_drop(
                              "drop": final["comparison"]["drop"], "within_budget": dev_drop <= max_drop + 1e-9,
                              "latency_ratio": measured["latency"]["ratio"] if measured["latency"] else None},
                   "files": {"model": str(output), "plan": str(plan_path), "card": str(output.with_suffix(".md")),
-                            "search": str(output.with_suffix(".search.json"))},
+                            "search": str(output.with_suffix(".search.json")),
+                            **({"layer_bits_plot": str(plot)} if plot.is_file() and lb["mixed"] else {})},
                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command}
         write_atomic(output.with_suffix(".search.json"), json.dumps(record, indent=1))
         return record

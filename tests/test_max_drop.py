@@ -81,6 +81,8 @@ def test_convert_max_drop_end_to_end(stsb, tmp_path):
     card = out.with_suffix(".md").read_text()
     for field in ("How this plan was chosen", "train split", "Accuracy vs FP32", "dev split", "File size", "ONNX Runtime"):
         assert field in card, field
+    # a mixed plan also gets its per-layer bits plot
+    assert ("layer_bits_plot" in record["files"]) == (record["chosen"]["stage"] == "mixed")
     plan = json.loads(Path(record["files"]["plan"]).read_text())
     assert plan["method"] in ("lq", "aciq")
 

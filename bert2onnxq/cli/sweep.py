@@ -97,10 +97,18 @@ def sweep(source, task, output_dir, methods, bits, granularity, group_size, ocs_
                 err.print(f"  {payload['id']:22s} {payload['variant']:22s} W{payload['bits']}  {p} {payload['metrics'][p]:6.2f} "
                           f"({payload['pct_of_fp32'][p] or 0:5.1f}% of FP32)  {payload['bytes'] / 2**20:6.2f} MiB{lat}")
 
-        result = run_sweep(source, output_dir, task, _csv(methods), _ints(bits, "--bits"), grid,
-                           data_dir=data_dir, data_file=data_file, limit=limit, batch_size=batch_size,
-                           max_length=max_length, jobs=jobs, executor=executor, ray_address=ray_address, threads=threads,
-                           latency=latency, keep_models=keep_models, command=command, on_event=on_event)
+        try:
+            result = run_sweep(source, output_dir, task, _csv(methods), _ints(bits, "--bits"), grid,
+                               data_dir=data_dir, data_file=data_file, limit=limit, batch_size=batch_size,
+                               max_length=max_length, jobs=jobs, executor=executor, ray_address=ray_address,
+                               threads=threads, latency=latency, keep_models=keep_models, command=command,
+                               on_event=on_event)
+        except KeyboardInterrupt:
+            # unlike other commands, a sweep keeps what it finished: say so, and how to go on
+            done = len(list((Path(output_dir) / "cells").glob("*.json")))
+            err.print(f"[bold red]interrupted[/]: {done} finished cell(s) are saved in {output_dir}/cells; "
+                      "run the same command again to resume")
+            sys.exit(130)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
