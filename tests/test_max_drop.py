@@ -106,3 +106,18 @@ def test_convert_writes_model_card(tiny_onnx, tmp_path):
     for field in ("Source model", "Plan", "lq: 12 weights at 4 bits", "File size", "Accuracy vs FP32",
                   "Not measured", "ONNX Runtime", "CPUExecutionProvider", "Session options"):
         assert field in card, field
+
+
+def test_max_drop_dev_half_reports_the_other_half(stsb, tmp_path):
+    out = tmp_path / "m" / "model.onnx"
+    proc = run_cli("convert", "--model", str(stsb["fp32"]), "--max-drop", "5", "--task", "stsb", "--data-dir",
+                   str(stsb["glue"]), "--search-methods", "lq", "--search-bits", "8,4", "--search-data", "dev-half",
+                   "--no-mixed", "--no-latency", "--json", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert "even-position half, 24 examples" in record["search_data"]
+    held = record["report"]["held_out_half"]
+    assert held["examples"] == 24 and "odd-position half" in held["data"]
+    assert not any(s["stage"] == "mixed" for s in record["steps"])
+    card = out.with_suffix(".md").read_text()
+    assert "except the half it searched on" in card and "On the other half of dev alone (24 examples" in card
