@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +28,118 @@ class Protocol:
     max_answer_length: int = 30
     batch_size: int = 32
     limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Which examples of a split are scored (recorded in every result).
+
+    The default is the whole dev split. Accuracy-targeted search scores candidates on data the
+    final report does not use: a seeded sample of the train split after the first `skip` examples
+    (those calibrate static activations), or one half of dev (`half` 0/1: even/odd positions).
+    """
+
+    split: str = "dev"
+    skip: int = 0
+    size: int | None = None  # a seeded random sample of this many (after skip); None: all
+    seed: int = 0
+    half: int | None = None
+
+    def select(self, examples: list) -> list:
+        chosen = list(examples[self.skip:])
+        if self.half is not None:
+            chosen = chosen[self.half::2]
+        if self.size is not None and self.size < len(chosen):
+            picks = sorted(random.Random(self.seed).sample(range(len(chosen)), self.size))
+            chosen = [chosen[i] for i in picks]
+        return chosen
+
+    def describe(self) -> str:
+        parts = [f"{self.split} split"]
+        if self.skip:
+            parts.append(f"after its first {self.skip} examples")
+        if self.half is not None:
+            parts.append(f"{'even' if self.half == 0 else 'odd'}-position half")
+        if self.size is not None:
+            parts.append(f"random sample of {self.size} (seed {self.seed})")
+        return ", ".join(parts)
+
+
+@dataclass
+class Scored:
+    """One model run over one feature set: what `validate` reports for it, plus the raw outputs."""
+
+    info: dict  # path, metrics, runtime, seconds
+    outputs: dict[str, list[np.ndarray]]
+    predictions: list
+    metrics: dict
+
+
+class ReferenceCache:
+    """Reference (FP32) runs kept across `validate` calls: a sweep scores dozens of files against one
+    FP32 export, whose outputs depend only on the file, the features and the runtime settings.
+
+    In memory, and with `directory` also on disk (one .json + .npz per key, written atomically), so
+    that worker processes and re-runs share the FP32 run instead of repeating it.
+    """
+
+    def __init__(self, directory: Path | None = None):
+        self.directory = Path(directory) if directory else None
+        self._memory: dict[str, Scored] = {}
+        self.hits = 0
+
+    @staticmethod
+    def key(path: Path, features: list[dict[str, np.ndarray]], settings: dict) -> str:
+        stat = Path(path).stat()
+        h = hashlib.sha1(json.dumps([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, settings],
+                                    sort_keys=True, default=str).encode())
+        for f in features:  # the features themselves, so a changed data file or tokenizer never hits
+            for name in sorted(f):
+                h.update(name.encode())
+                h.update(np.ascontiguousarray(f[name]).tobytes())
+        return h.hexdigest()[:20]
+
+    def get(self, key: str) -> Scored | None:
+        found = self._memory.get(key)
+        if found is None and self.directory is not None and (self.directory / f"{key}.json").is_file():
+            meta = json.loads((self.directory / f"{key}.json").read_text())
+            with np.load(self.directory / f"{key}.npz") as arrays:
+                outputs = {name: _unflatten(arrays[f"{name}.data"], arrays[f"{name}.shapes"]) for name in meta["outputs"]}
+            found = self._memory[key] = Scored(meta["info"], outputs, meta["predictions"], meta["metrics"])
+        if found is not None:
+            self.hits += 1
+        return found
+
+    def put(self, key: str, scored: Scored) -> None:
+        self._memory[key] = scored
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for name, values in scored.outputs.items():
+            arrays[f"{name}.data"] = np.concatenate([np.ravel(v) for v in values]) if values else np.zeros(0)
+            arrays[f"{name}.shapes"] = np.array([np.shape(v) for v in values], dtype=np.int64)
+        meta = {"info": scored.info, "predictions": scored.predictions, "metrics": scored.metrics,
+                "outputs": sorted(scored.outputs)}
+        _write_atomic(self.directory / f"{key}.npz", lambda f: np.savez(f, **arrays))
+        # the .json last: a reader only trusts a key whose .json exists
+        _write_atomic(self.directory / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
+
+
+def _unflatten(data: np.ndarray, shapes: np.ndarray) -> list[np.ndarray]:
+    values, start = [], 0
+    for shape in shapes:
+        n = int(np.prod(shape))
+        values.append(data[start:start + n].reshape(tuple(shape)))
+        start += n
+    return values
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
 
 
 def model_metadata(path: Path) -> dict:
@@ -57,26 +172,40 @@ def validate(
     threads: int = 0,
     session_config: dict[str, str] | None = None,
     protocol: Protocol | None = None,
+    subset: Subset | None = None,
+    reference_cache: ReferenceCache | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> dict:
     """Score `model_path` on `task_name` with the official metric; with `reference`, both models.
 
+    `subset` picks the examples (default: the whole dev split); `reference_cache` reuses the
+    reference's run when the same file was already scored on the same features and settings.
     `progress(label, total)` returns a per-batch callback (the CLI passes a rich progress bar).
     """
     protocol = protocol or Protocol()
+    subset = subset or Subset()
     task = get_task(task_name)
     meta = model_metadata(Path(model_path))
     _check_head(task, meta, model_path)
     if reference is not None:
         _check_head(task, model_metadata(Path(reference)), reference)
     tokenizer = load_tokenizer(Path(model_path), meta, tokenizer_dir)
-    examples = task.load_examples(data_dir=data_dir, data_file=data_file, split="dev", limit=protocol.limit)
+    examples = subset.select(task.load_examples(data_dir=data_dir, data_file=data_file, split=subset.split,
+                                                limit=protocol.limit))
     if not examples:
         raise BadInput(f"no {task.name} examples were loaded: check --data-dir / --data-file and --limit")
     max_length = protocol.max_length or task.default_max_length
     encoded = task.encode(examples, tokenizer, max_length=max_length, doc_stride=protocol.doc_stride)
 
-    def score(path: Path, label: str) -> tuple[dict, dict, list, dict]:
+    def score(path: Path, label: str, cache: ReferenceCache | None = None) -> tuple[dict, dict, list, dict]:
+        key = None
+        if cache is not None:
+            settings = {"device": device, "threads": threads, "config": session_config or {},
+                        "protocol": asdict(protocol), "task": task.name}
+            key = cache.key(Path(path), encoded.features, settings)
+            hit = cache.get(key)
+            if hit is not None:
+                return {**hit.info, "cached": True}, hit.outputs, hit.predictions, hit.metrics
         runner = make_runner(Path(path), device, threads, session_config)
         tick = progress(label, len(encoded.features)) if progress else None
         start = time.perf_counter()
@@ -85,19 +214,26 @@ def validate(
         predictions = task.predict(encoded, outputs, n_best=protocol.n_best, max_answer_length=protocol.max_answer_length)
         metrics = task.metrics(examples, predictions)
         info = {"path": str(path), "metrics": metrics, "runtime": runner.describe(), "seconds": round(seconds, 2)}
+        if cache is not None:
+            cache.put(key, Scored(info, outputs, predictions, metrics))
         return info, outputs, predictions, metrics
 
     result = {
         "task": task.name,
         "examples": len(examples),
+        "data": {**asdict(subset), "description": subset.describe()},
         "features": len(encoded.features),
         "protocol": {**protocol.__dict__, "max_length": max_length, "padding": "per batch, length-sorted"},
         "primary_metric": task.primary_metric,
     }
-    info, outputs, predictions, metrics = score(Path(model_path), Path(model_path).name)
+    # the cache holds reference runs: the model's run is one when it is the reference (or none is given,
+    # e.g. a sweep scoring its FP32 export first)
+    model_is_reference = reference is None or _same_file(model_path, reference)
+    info, outputs, predictions, metrics = score(Path(model_path), Path(model_path).name,
+                                                reference_cache if model_is_reference else None)
     result["model"] = info
     if reference is not None:
-        ref_info, ref_outputs, ref_predictions, ref_metrics = score(Path(reference), Path(reference).name)
+        ref_info, ref_outputs, ref_predictions, ref_metrics = score(Path(reference), Path(reference).name, reference_cache)
         result["reference"] = ref_info
         result["comparison"] = {
             "drop": {k: ref_metrics[k] - metrics[k] for k in metrics if k in ref_metrics},
@@ -105,6 +241,13 @@ def validate(
             **output_differences(outputs, ref_outputs),
         }
     return result
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def _check_head(task, meta: dict, path: Path) -> None:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .. import __version__
@@ -25,7 +26,8 @@ class Command(click.Command):
         try:
             return super().invoke(ctx)
         except BadInput as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escape: messages may hold brackets (pip extras, lists) that rich would take as markup
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]: no output was written")

@@ -43,11 +43,31 @@ from .app import TASKS, Command, err, main, out, quiet_transformers
 @click.option("--skip", multiple=True, metavar="PATTERN", help="Keep matching tensors FP32 (glob or substring), e.g. 'layer.5.output'.")
 @click.option("--plan", "plan_in", type=click.Path(path_type=Path), help="Apply a saved plan (ignores method options).")
 @click.option("--plan-out", type=click.Path(path_type=Path), help="Also write the plan as JSON.")
+@click.option("--data-file", "dev_file", type=click.Path(path_type=Path),
+              help="--max-drop: the dev file the report is scored on (SQuAD JSON or GLUE TSV; default: --data-dir).")
+@click.option("--max-drop", type=float, metavar="POINTS",
+              help="Search for the smallest file whose --task metric is within POINTS of FP32 (ignores --method/--bits).")
+@click.option("--search-methods", default="lq,aciq,ocs", show_default=True, help="--max-drop: methods to search.")
+@click.option("--search-bits", default="8,6,4,3,2", show_default=True, help="--max-drop: weight bit widths to search.")
+@click.option("--search-granularity", default="channel,group", show_default=True,
+              help="--max-drop: granularities to search (group uses --group-size).")
+@click.option("--search-data", type=click.Choice(["train", "dev-half", "dev"]), default="train", show_default=True,
+              help="--max-drop: score candidates on a sample of the train split (after the calibration examples), "
+                   "on half of dev (the report then also shows the other half), or on dev itself (stated as optimistic).")
+@click.option("--search-samples", type=click.IntRange(1), default=1000, show_default=True,
+              help="--max-drop with --search-data train: examples in the seeded sample.")
+@click.option("--search-file", type=click.Path(path_type=Path),
+              help="--max-drop: a labelled file held out from training to search on (GLUE TSV or SQuAD JSON).")
+@click.option("--mixed/--no-mixed", default=True, show_default=True,
+              help="--max-drop: after the best uniform plan, lower layers one by one (mixed precision).")
+@click.option("--latency/--no-latency", default=True, show_default=True, help="--max-drop: time the result against FP32 for the card.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def convert(source, output, method, bits, granularity, group_size, symmetric, aciq_dist, ocs_ratio, ocs_grid_aware,
             ocs_activations, clip,
             act_bits, act_calib,
-            calib_method, calib_samples, task, data_dir, calib_file, emb_bits, skip, plan_in, plan_out, as_json):
+            calib_method, calib_samples, task, data_dir, calib_file, emb_bits, skip, plan_in, plan_out, dev_file,
+            max_drop, search_methods, search_bits, search_granularity, search_data, search_samples, search_file, mixed,
+            latency, as_json):
     """Quantize a BERT's weights (and activations, embeddings) into standard QDQ ONNX.
 
     \b
@@ -61,6 +81,11 @@ def convert(source, output, method, bits, granularity, group_size, symmetric, ac
       bert2onnxq convert --model out/fp32/model.onnx --method ocs --bits 3 --ocs-ratio 0.02 --clip aciq -o out/ocs3.onnx
       bert2onnxq convert --model out/fp32/model.onnx --method ocs --bits 4 --ocs-activations --task sst2 --data-dir ../shared/data/glue -o out/ocs4a.onnx
       bert2onnxq convert --model out/fp32/model.onnx --plan plan.json -o out/again.onnx
+      bert2onnxq convert --model out/fp32/model.onnx --max-drop 1 --task sst2 --data-dir ../shared/data/glue -o out/best/model.onnx
+    \b
+    --max-drop D: validates candidates (methods x bits x granularity, then mixed per-layer bits) on
+    the search data and keeps the smallest file within D points of FP32; writes <stem>.plan.json,
+    <stem>.search.json (the path it took) and the model card <stem>.md, scored on the full dev set.
     """
     from ..convert import ConvertOptions, convert as run_convert
     from ..plan import QuantPlan
@@ -71,6 +96,10 @@ def convert(source, output, method, bits, granularity, group_size, symmetric, ac
                              ocs_grid_aware=ocs_grid_aware, ocs_activations=ocs_activations, act_bits=None if act_bits == "none" else 8,
                              act_calib=act_calib, calib_method=calib_method, calib_samples=calib_samples,
                              emb_bits=None if emb_bits == "none" else int(emb_bits), skip=tuple(skip))
+    if max_drop is not None:
+        return _max_drop(source, output, options, max_drop, task, data_dir, dev_file, plan_in, plan_out,
+                         search_methods, search_bits, search_granularity, group_size, search_data, search_samples,
+                         search_file, mixed, latency, as_json)
     plan = QuantPlan.load(plan_in) if plan_in else None
     calibrate = None
     if task:
@@ -85,6 +114,7 @@ def convert(source, output, method, bits, granularity, group_size, symmetric, ac
     plan = summary.pop("plan")
     summary["plan_summary"] = plan.summary()
     summary["ocs"] = plan.ocs_overhead()
+    summary["card"] = write_card(source, output, plan, summary, plan_out)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -92,3 +122,78 @@ def convert(source, output, method, bits, granularity, group_size, symmetric, ac
     out.print(f"size {summary['bytes'] / 2**20:.2f} MiB = {summary['size_vs_ideal']:.3f}x the ideal "
               f"{summary['ideal_bytes'] / 2**20:.2f} MiB (bits x params / 8 + scales + FP32 rest), "
               f"{summary['size_vs_container_ideal']:.3f}x at container bits")
+    out.print(f"model card: {summary['card']}")
+
+
+def write_card(source, output, plan, summary, plan_out) -> str:
+    """The deployment card beside the output: plan, size and the runtime that loads it (not validated here)."""
+    import sys
+
+    from ..report import model_card, write_atomic
+    from ..runtime import make_runner
+
+    runtime = make_runner(Path(output)).describe()  # also proves ONNX Runtime loads the file
+    fp32 = source if str(source).endswith(".onnx") else None
+    if fp32:
+        from ..sweep import file_bytes
+
+        summary = {**summary, "fp32_bytes": file_bytes(Path(fp32))}
+    card = model_card(title=plan.summary().split(":", 1)[0] + " conversion", source=source, fp32=fp32, plan=plan,
+                      summary=summary, runtime=runtime, command="bert2onnxq convert " + " ".join(sys.argv[2:]),
+                      plan_file=str(plan_out) if plan_out else None)
+    path = Path(output).with_suffix(".md")
+    write_atomic(path, card)
+    return str(path)
+
+
+def _max_drop(source, output, options, max_drop, task, data_dir, data_file, plan_in, plan_out, methods, bits,
+              granularity, group_size, search_data, search_samples, search_file, mixed, latency, as_json):
+    import sys
+
+    from ..errors import BadInput
+    from ..search import convert_max_drop
+    from ..sweep import Grid, canonical
+    from .sweep import _csv, _ints
+
+    ctx = click.get_current_context()
+    for name in ("method", "bits", "granularity"):
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise BadInput(f"--max-drop searches over methods, bits and granularity itself: use --search-methods, "
+                           f"--search-bits, --search-granularity instead of --{name}")
+    if plan_in:
+        raise BadInput("--max-drop chooses the plan: drop --plan (or drop --max-drop to re-apply a plan)")
+    if not task:
+        raise BadInput("--max-drop needs --task (and its data: --data-dir, or --data-file with --search-file)")
+    if options.act_calib == "static":
+        raise BadInput("--max-drop does not support --act-calib static yet: use dynamic activations")
+    base = {k: v for k, v in canonical(options.__dict__).items() if k not in ("method", "bits", "granularity", "group_size")}
+    grid = Grid(granularities=tuple(_csv(granularity)), group_size=group_size,
+                ocs_ratios=(options.ocs_ratio,))
+    base.pop("ocs_ratio", None)
+
+    def log(kind, payload):
+        if as_json:
+            return
+        if kind == "fp32":
+            err.print(f"FP32 {payload['primary']} {payload['metric']:.2f} on the search data: {payload['data']}")
+        else:
+            s = payload
+            err.print(f"  {s.stage:7s} {s.label:55s} {s.bytes / 2**20:7.2f} MiB  {s.metric:6.2f} (drop {s.drop:+.2f})  "
+                      + ("[green]pass[/]" if s.passed else "[red]fail[/]"))
+
+    record = convert_max_drop(source, output, task=task, max_drop=max_drop, base=base, methods=_csv(methods),
+                              bits=_ints(bits, "--search-bits"), grid=grid, data_dir=data_dir, data_file=data_file,
+                              search_data=search_data, search_file=search_file, search_samples=search_samples,
+                              mixed_precision=mixed, plan_out=plan_out, latency=latency,
+                              command="bert2onnxq convert " + " ".join(sys.argv[2:]), log=log)
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return
+    rep, ch, uni = record["report"], record["chosen"], record["best_uniform"]
+    p = record["primary_metric"]
+    out.print(f"[green]wrote[/] {record['output']}: {ch['label']} ({ch['bytes'] / 2**20:.2f} MiB; best uniform "
+              f"{uni['label']}, {uni['bytes'] / 2**20:.2f} MiB)")
+    out.print(f"report on {rep['data']} ({rep['examples']} examples): {p} {rep['metrics'][p]:.2f} vs FP32 "
+              f"{rep['fp32_metrics'][p]:.2f} (drop {rep['drop'][p]:+.2f}, "
+              f"{'within' if rep['within_budget'] else 'NOT within'} {record['max_drop']:g})")
+    out.print(f"plan {record['files']['plan']}, search path {record['files']['search']}, model card {record['files']['card']}")

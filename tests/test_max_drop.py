@@ -1,0 +1,123 @@
+"""convert --max-drop: the search's choice on a deterministic evaluator, end to end on the tiny model, the
+model card of a plain convert, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stsb_data import assert_one_line_error, make_stsb, run_cli
+
+
+@pytest.fixture(scope="module")
+def stsb(tiny_onnx, tmp_path_factory) -> dict:
+    return make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --max-drop
+
+
+def test_search_picks_smallest_passing_then_lowers_layers(tiny_onnx):
+    """A deterministic evaluator: drop depends on (method, bits, granularity) and on which layers were lowered."""
+    from bert2onnxq.search import search
+    from bert2onnxq.sweep import Grid
+
+    def drop_of(c):
+        if c.stage == "mixed":
+            lowered = {t.layer for t in c.plan.weights if t.bits != c.bits}
+            return 0.4 + (5.0 if 1 in lowered else 0.3 * len(lowered))
+        o = c.options
+        base = {8: 0.1, 6: 0.2, 4: 0.4 if o["method"] == "aciq" else 1.5, 3: 2.5, 2: 9.0}[o["bits"]]
+        return base + (0.0 if o.get("granularity") == "group" else 0.05)
+
+    evaluated = []
+
+    def evaluate(c):
+        evaluated.append(c)
+        return int(c.estimate), {"pearson": 100.0 - drop_of(c)}
+
+    result = search(tiny_onnx["regression"], max_drop=1.0, evaluate=evaluate, methods=["lq", "aciq"], bits=[8, 6, 4, 3, 2],
+                    grid=Grid(granularities=("channel", "group"), group_size=16), fp32_metric=100.0, primary="pearson")
+    uniform = [c for c in evaluated if c.stage == "uniform"]
+    best = result.best_uniform
+    assert best.options["method"] == "aciq" and best.bits == 4 and drop_of(best) <= 1.0
+    # every uniform candidate smaller than the winner was validated and failed; nothing larger was
+    assert all(drop_of(c) > 1.0 for c in uniform[:-1]) and uniform[-1] is best
+    assert all(c.estimate <= best.estimate for c in uniform)
+    # mixed stage: layer 0 lowers (drop 0.7), layer 1 would cost 5 points and is kept at 4 bits
+    assert result.chosen.stage == "mixed" and {t.layer for t in result.chosen.plan.weights if t.bits == 2} == {0}
+    assert result.chosen.estimate < best.estimate
+    assert [s.passed for s in result.steps if s.stage == "mixed"] in ([True, False], [False, True])
+
+
+def test_convert_max_drop_end_to_end(stsb, tmp_path):
+    from bert2onnxq.validate import validate
+
+    out = tmp_path / "best" / "model.onnx"
+    # on this model 4-bit drops 6-12 points, 8-bit per-channel 1.6: a path with failures, a pass, a mixed stage
+    proc = run_cli("convert", "--model", str(stsb["fp32"]), "--max-drop", "3", "--task", "stsb", "--data-dir",
+                   str(stsb["glue"]), "--search-methods", "lq,aciq", "--search-bits", "8,4", "--search-samples", "100",
+                   "--no-latency", "--json", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    steps = record["steps"]
+    assert "train split, after its first 128 examples, random sample of 100" in record["search_data"]
+    chosen = next(s for s in steps if s["label"] == record["chosen"]["label"])
+    assert chosen["passed"] and chosen["drop"] <= 3.0
+    uniform = [s for s in steps if s["stage"] == "uniform"]
+    assert len(uniform) >= 2 and all(not s["passed"] for s in uniform[:-1]) and uniform[-1]["passed"]
+    assert [s["estimate"] for s in uniform] == sorted(s["estimate"] for s in uniform)
+    assert any(s["stage"] == "mixed" for s in steps)  # 8 -> 4 bits per layer was tried
+    assert record["chosen"]["bytes"] <= record["best_uniform"]["bytes"] == uniform[-1]["bytes"]
+    for f in record["files"].values():
+        assert Path(f).is_file(), f
+    # the file on disk is the one reported: re-validate it on the report data (dev)
+    check = validate(out, "stsb", reference=stsb["fp32"], data_dir=stsb["glue"])
+    assert check["model"]["metrics"] == record["report"]["metrics"]
+    assert out.stat().st_size == record["chosen"]["bytes"]
+    card = out.with_suffix(".md").read_text()
+    for field in ("How this plan was chosen", "train split", "Accuracy vs FP32", "dev split", "File size", "ONNX Runtime"):
+        assert field in card, field
+    # a mixed plan also gets its per-layer bits plot
+    assert ("layer_bits_plot" in record["files"]) == (record["chosen"]["stage"] == "mixed")
+    plan = json.loads(Path(record["files"]["plan"]).read_text())
+    assert plan["method"] in ("lq", "aciq")
+
+
+def test_convert_max_drop_bad_input(stsb, tmp_path):
+    out = tmp_path / "m.onnx"
+    base = ["convert", "--model", str(stsb["fp32"]), "-o", str(out)]
+    assert_one_line_error(run_cli(*base, "--max-drop", "1"), "needs --task")
+    assert_one_line_error(run_cli(*base, "--max-drop", "1", "--task", "stsb", "--bits", "4"), "--search-bits")
+    assert_one_line_error(run_cli(*base, "--max-drop", "1", "--task", "stsb", "--data-dir", str(stsb["glue"]),
+                                  "--search-methods", "qbert"), "'qbert' is not available")
+    assert not out.exists()
+
+
+def test_convert_writes_model_card(tiny_onnx, tmp_path):
+    out = tmp_path / "q" / "model.onnx"
+    proc = run_cli("convert", "--model", str(tiny_onnx["classification"]), "--bits", "4", "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    card = out.with_suffix(".md").read_text()
+    assert json.loads(proc.stdout)["card"] == str(out.with_suffix(".md"))
+    for field in ("Source model", "Plan", "lq: 12 weights at 4 bits", "File size", "Accuracy vs FP32",
+                  "Not measured", "ONNX Runtime", "CPUExecutionProvider", "Session options"):
+        assert field in card, field
+
+
+def test_max_drop_dev_half_reports_the_other_half(stsb, tmp_path):
+    out = tmp_path / "m" / "model.onnx"
+    proc = run_cli("convert", "--model", str(stsb["fp32"]), "--max-drop", "5", "--task", "stsb", "--data-dir",
+                   str(stsb["glue"]), "--search-methods", "lq", "--search-bits", "8,4", "--search-data", "dev-half",
+                   "--no-mixed", "--no-latency", "--json", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert "even-position half, 24 examples" in record["search_data"]
+    held = record["report"]["held_out_half"]
+    assert held["examples"] == 24 and "odd-position half" in held["data"]
+    assert not any(s["stage"] == "mixed" for s in record["steps"])
+    card = out.with_suffix(".md").read_text()
+    assert "except the half it searched on" in card and "On the other half of dev alone (24 examples" in card

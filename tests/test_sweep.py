@@ -1,0 +1,201 @@
+"""sweep: cells, the results files, model cards, resuming a killed sweep, executors, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from stsb_data import assert_one_line_error, make_stsb, run_cli
+
+
+@pytest.fixture(scope="module")
+def stsb(tiny_onnx, tmp_path_factory) -> dict:
+    return make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cells
+
+
+def test_cell_ids_are_stable_and_ignore_defaults():
+    from bert2onnxq.sweep import Cell, Grid, make_cells
+
+    a = Cell.of({"method": "lq", "bits": 4})
+    assert a == Cell.of({"method": "lq", "bits": 4, "granularity": "channel", "group_size": 128})
+    # pinned: a resumed sweep must find the cells an earlier version wrote
+    assert a.id == "lq-w4-0c10d46c"
+    assert Cell.of({"method": "lq", "bits": 4, "granularity": "group", "group_size": 32}).id != a.id
+    cells = make_cells(["lq", "ocs"], [8, 2], Grid(granularities=("channel", "group"), group_size=32, ocs_ratios=(0.01, 0.05)))
+    assert len(cells) == 2 * 2 + 2 * 2 * 2 and len({c.id for c in cells}) == len(cells)
+    assert {c.variant for c in cells if c.method == "ocs"} == {
+        "OCS r=0.01 per-channel", "OCS r=0.05 per-channel", "OCS r=0.01 group-32", "OCS r=0.05 group-32"}
+
+
+def test_method_and_bits_errors():
+    from bert2onnxq.errors import BadInput
+    from bert2onnxq.sweep import check_bits, check_methods, parse_setting
+
+    with pytest.raises(BadInput, match="qbert.*not available"):
+        check_methods(["lq", "qbert"])
+    with pytest.raises(BadInput, match="unknown method 'foo'"):
+        check_methods(["foo"])
+    with pytest.raises(BadInput, match="outside 2..8"):
+        check_bits([8, 1])
+    assert parse_setting("emb_bits=4") == ("emb_bits", 4)
+    assert parse_setting("symmetric=false") == ("symmetric", False)
+    assert parse_setting("skip=a,b") == ("skip", ("a", "b"))
+    with pytest.raises(BadInput, match="--set bits"):
+        parse_setting("bits=4")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a whole sweep
+
+
+@pytest.fixture(scope="module")
+def swept(stsb, tmp_path_factory):
+    from bert2onnxq.sweep import run_sweep
+
+    out = tmp_path_factory.mktemp("sweep")
+    events = []
+    result = run_sweep(str(stsb["fp32"]), out, "stsb", ["lq", "aciq"], [8, 4, 2], data_dir=stsb["glue"],
+                       threads=1, on_event=lambda kind, payload: events.append(kind))
+    return out, result, events
+
+
+def test_sweep_writes_every_file(swept):
+    import csv
+
+    out, result, events = swept
+    assert len(result["ran"]) == 6 and not result["failed"] and not result["skipped"]
+    assert events[:2] == ["fp32", "plan"] and events.count("cell") == 6
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {(r["method"], r["bits"]) for r in rows} == {(m, b) for m in ("lq", "aciq") for b in (8, 4, 2)}
+    for r in rows:
+        assert r["status"] == "ok" and r["fp32_metrics"]["pearson"] == pytest.approx(100, abs=1e-3)
+        assert r["pct_of_fp32"]["pearson"] == pytest.approx(r["metrics"]["pearson"], rel=1e-4)
+        assert r["bytes"] == (out / "models" / r["id"] / "model.onnx").stat().st_size < r["fp32_bytes"]
+        assert r["latency_ratio"] > 0 and r["latency"]["setup"]["seq"] == 128
+        assert (out / "cells" / f"{r['id']}.json").is_file()
+    by = {(r["method"], r["bits"]): r for r in rows}
+    assert by[("lq", 2)]["bytes"] < by[("lq", 4)]["bytes"] < by[("lq", 8)]["bytes"]
+    assert by[("lq", 8)]["logit_rel_rms"] < by[("lq", 2)]["logit_rel_rms"]
+    table = list(csv.DictReader((out / "results.csv").open()))
+    assert len(table) == 6 and {"method", "bits", "metric", "pct_of_fp32", "size_mib", "latency_ratio"} <= set(table[0])
+    assert {float(t["metric"]) for t in table} == {r["metrics"]["pearson"] for r in rows}
+    md = (out / "results.md").read_text()
+    assert "| Method | W8 | W4 | W2 |" in md
+    lq_line = next(line for line in md.splitlines() if line.startswith("| LQ per-channel |"))
+    assert f"{by[('lq', 2)]['metrics']['pearson']:.2f}" in lq_line.split("|")[4]  # W2 is the third bits column
+    assert (out / "metric_vs_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "layer_bits.png").exists()  # no mixed plan in a uniform sweep
+
+
+def test_cell_model_card_has_the_fields(swept):
+    out, result, _ = swept
+    card = (out / "models" / result["ran"][0] / "model.md").read_text()
+    for field in ("Source model", "Plan", "Weight bits per layer", "File size", "Accuracy vs FP32", "pearson",
+                  "drop (points)", "Latency", "x the FP32 export's time", "ONNX Runtime", "Session options",
+                  "qdq_matmulnbits_accuracy_level", "Reproduce"):
+        assert field in card, field
+
+
+def test_layer_bits_plot_for_mixed_rows(tmp_path):
+    from bert2onnxq.report import plot_layer_bits
+
+    row = {"status": "ok", "variant": "mixed", "layer_bits": {"layer_index": [0, 1, 2], "layers": [8, 4, 8],
+                                                              "mixed": True, "mean": 6.67}}
+    assert plot_layer_bits([row], tmp_path / "lb.png")
+    assert (tmp_path / "lb.png").read_bytes()[:4] == b"\x89PNG"
+    assert not plot_layer_bits([{**row, "layer_bits": {**row["layer_bits"], "mixed": False}}], tmp_path / "none.png")
+
+
+def test_sweep_resumes_after_kill(stsb, tmp_path):
+    """Kill a real sweep process after its first cell file appears; the re-run does only the rest."""
+    out = tmp_path / "res"
+    args = ["sweep", "--model", str(stsb["fp32"]), "--task", "stsb", "--data-dir", str(stsb["glue"]),
+            "--methods", "lq,aciq", "--bits", "8,6,4,3,2", "--no-latency", "--threads", "1", "-o", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "bert2onnxq", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not list((out / "cells").glob("*.json")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {f.name: f.read_bytes() for f in (out / "cells").glob("*.json")}
+    assert 1 <= len(before) < 10, "the sweep should have been killed midway"
+    for data in before.values():  # atomic: every cell file there is whole
+        assert json.loads(data)["status"] == "ok"
+    assert not (out / "results.md").exists()
+
+    again = run_cli(*args, "--jobs", "2", "--json")
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    done_before = {name.removesuffix(".json") for name in before}
+    assert set(result["skipped"]) == done_before
+    assert set(result["ran"]) == set(result["cells"]) - done_before and len(result["cells"]) == 10
+    for name, data in before.items():  # finished cells were not redone
+        assert (out / "cells" / name).read_bytes() == data
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert len(rows) == 10 and all(r["status"] == "ok" for r in rows)
+    assert not list((out / "models").glob("*/.*.tmp"))  # the killed cell's temporary folder was cleaned
+
+
+def test_sweep_refuses_another_sweeps_folder(swept, stsb):
+    from bert2onnxq.errors import BadInput
+    from bert2onnxq.sweep import run_sweep
+
+    out, _, _ = swept
+    with pytest.raises(BadInput, match="holds a sweep of"):
+        run_sweep(str(stsb["fp32"]), out, "stsb", ["lq"], [8], data_dir=stsb["glue"], limit=5)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--methods", "lq,foo"], "unknown method 'foo'"),
+    (["--methods", "qbert"], "'qbert' is not available"),
+    (["--bits", "8,9"], "--bits 9 is outside 2..8"),
+    (["--bits", "8,x"], "comma-separated integers"),
+    (["--set", "nope=1"], "--set nope"),
+])
+def test_sweep_bad_input(stsb, tmp_path, args, needle):
+    out = tmp_path / "res"
+    proc = run_cli("sweep", "--model", str(stsb["fp32"]), "--task", "stsb", "--data-dir", str(stsb["glue"]),
+                   "-o", str(out), *args)
+    assert_one_line_error(proc, needle)
+    assert not (out / "cells").exists()
+
+
+def test_sweep_unwritable_output(stsb, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run_cli("sweep", "--model", str(stsb["fp32"]), "--task", "stsb", "-o", str(blocker / "res"))
+    assert_one_line_error(proc, "cannot write")
+
+
+def test_sweep_help_has_examples():
+    proc = run_cli("sweep", "--help")
+    assert proc.returncode == 0 and "Examples:" in proc.stdout and "--executor" in proc.stdout
+
+
+def test_ray_executor(stsb, tmp_path):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        proc = run_cli("sweep", "--model", str(stsb["fp32"]), "--task", "stsb", "--data-dir", str(stsb["glue"]),
+                       "--executor", "ray", "-o", str(tmp_path / "res"))
+        assert_one_line_error(proc, "pip install 'bert2onnxq[ray]'")
+        return
+    from bert2onnxq.sweep import run_sweep
+
+    result = run_sweep(str(stsb["fp32"]), tmp_path / "res", "stsb", ["lq"], [8, 4], data_dir=stsb["glue"],
+                       executor="ray", latency=False)
+    assert len(result["ran"]) == 2 and not result["failed"]
+    assert len(list((tmp_path / "res" / "cells").glob("*.json"))) == 2
