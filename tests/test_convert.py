@@ -209,3 +209,14 @@ def test_static_activation_calibration(tiny_onnx, tmp_path, method):
     assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) == len(ranges)
     assert not any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node)
     ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, _feeds())
+
+
+@pytest.mark.parametrize("bits,symmetric,expected", [(2, None, False), (3, None, False), (4, None, True),
+                                                     (8, None, True), (3, True, True), (8, False, False)])
+def test_default_grid_depends_on_bits(tiny_onnx, bits, symmetric, expected):
+    from bert2onnxq.convert import decide_plan, load_ir
+    from bert2onnxq.graph.locate import check_quantizable
+
+    model = load_ir(tiny_onnx["classification"])
+    plan = decide_plan(model, ConvertOptions(bits=bits, symmetric=symmetric), check_quantizable(model))
+    assert {t.symmetric for t in plan.weights} == {expected}

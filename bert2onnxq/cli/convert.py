@@ -19,7 +19,9 @@ from .app import TASKS, Command, err, main, out, quiet_transformers
 @click.option("--granularity", type=click.Choice(["tensor", "channel", "group"]), default="channel", show_default=True,
               help="One scale per tensor, per output channel, or per group of --group-size inputs (blocked).")
 @click.option("--group-size", type=click.IntRange(2), default=128, show_default=True)
-@click.option("--symmetric/--asymmetric", default=True, show_default=True)
+@click.option("--symmetric/--asymmetric", default=None,
+              help="Weight grid: narrow symmetric (no zero point) or asymmetric (all 2^bits levels, zero point). "
+                   "Default: symmetric at 4-8 bits, asymmetric at 2-3.")
 @click.option("--aciq-dist", type=click.Choice(["laplace", "gauss"]), default="laplace", show_default=True)
 @click.option("--ocs-ratio", type=float, default=0.02, show_default=True,
               help="OCS expand ratio r: ceil(r*K) input channels split per weight (paper's grid 0, 0.01, 0.02, 0.05).")
