@@ -1,7 +1,8 @@
 """OCS table: Outlier Channel Splitting beside LQ and ACIQ, per bit width, on every shared model.
 
 Rows per bit width (per-channel weights, symmetric, 8-bit dynamic activations, int8 embeddings):
-LQ, ACIQ, OCS r = 0.01 / 0.02 / 0.05 without and with ACIQ clipping, and grid-aware OCS r = 0.02.
+LQ, ACIQ, OCS r = 0.01 / 0.02 / 0.05 without and with ACIQ clipping, grid-aware OCS r = 0.02, and
+OCS r = 0.02 with activation splitting (channels chosen on 128 train samples; SQuAD: train36).
 Columns: metric, % of FP32, drop, agreement with FP32, logit rel. RMS error, size, size / ideal,
 extra multiply-adds of the split channels. Reuses the export / validate machinery of
 quantization_table.py (same protocol, FP32 reference outputs computed once per model).
@@ -27,29 +28,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quantization_table import DEFAULT_SHARED, MODELS, SQUAD_FILE, fp32_export, reference_cache, run_validate  # noqa: E402
 
 RATIOS = (0.01, 0.02, 0.05)
+SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 out = Console(width=200)
 err = Console(stderr=True, width=200)
 
 
-def row_options(bits: int) -> list[tuple[str, dict]]:
+def row_options(bits: int, symmetric: bool = True) -> list[tuple[str, dict]]:
     rows = [("LQ", dict(method="lq")), ("ACIQ", dict(method="aciq"))]
     for clip in ("none", "aciq"):
         for r in RATIOS:
             label = f"OCS r={r}" + (" +ACIQ" if clip == "aciq" else "")
             rows.append((label, dict(method="ocs", ocs_ratio=r, clip=clip)))
     rows.append(("OCS r=0.02 grid-aware", dict(method="ocs", ocs_ratio=0.02, ocs_grid_aware=True)))
-    return [(label, {**opts, "bits": bits}) for label, opts in rows]
+    rows.append(("OCS r=0.02 +act split", dict(method="ocs", ocs_ratio=0.02, ocs_activations=True)))
+    return [(label, {**opts, "bits": bits, "symmetric": symmetric}) for label, opts in rows]
 
 
-def bench(name: str, shared: Path, work_root: Path, bits: list[int], squad_limit: int | None) -> dict:
+def bench(name: str, shared: Path, work_root: Path, bits: list[int], squad_limit: int | None,
+          symmetric: bool = True) -> dict:
+    from bert2onnxq.calibrate import observe_activations
     from bert2onnxq.convert import ConvertOptions, convert
 
     task = MODELS[name]
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
     limit = squad_limit if task == "squad" else None
+    # activation splits are chosen on train samples (SQuAD: the train36 half of the dev split)
+    calib = {"data_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
+
+    def calibrate(fp32_path, names):
+        return observe_activations(fp32_path, names, task, samples=128, **calib)
+
     work = work_root / name
     fp32, _ = fp32_export(shared / "models" / name, work)
-    entry = {"model": name, "task": task, "squad_limit": limit, "rows": []}
+    entry = {"model": name, "task": task, "squad_limit": limit, "grid": "symmetric" if symmetric else "asymmetric",
+             "rows": []}
     start = time.perf_counter()
     with reference_cache(fp32, True):
         ref, _ = run_validate(fp32, task, None, data, limit)
@@ -59,9 +71,10 @@ def bench(name: str, shared: Path, work_root: Path, bits: list[int], squad_limit
                      protocol=ref["protocol"])
         (work / "ocs").mkdir(parents=True, exist_ok=True)
         for b in bits:
-            for label, opts in row_options(b):
-                path = work / "ocs" / f"{label.replace(' ', '_').replace('=', '')}-w{b}.onnx"
-                summary = convert(str(fp32), path, ConvertOptions(**opts))
+            for label, opts in row_options(b, symmetric):
+                grid = "" if symmetric else "-asym"
+                path = work / "ocs" / f"{label.replace(' ', '_').replace('=', '').replace('+', '')}-w{b}{grid}.onnx"
+                summary = convert(str(fp32), path, ConvertOptions(**opts), calibrate=calibrate)
                 result, _ = run_validate(path, task, fp32, data, limit)
                 cmp = result["comparison"]
                 metric = result["model"]["metrics"][primary]
@@ -111,7 +124,8 @@ def markdown(report: dict) -> str:
     for e in report["models"]:
         p = e["primary_metric"]
         lim = f", first {e['squad_limit']} questions" if e.get("squad_limit") else ""
-        lines += [f"## {e['model']} — {e['task']} ({e['examples']} examples{lim}); FP32 {p} {e['fp32'][p]:.2f}", "",
+        lines += [f"## {e['model']} — {e['task']} ({e['examples']} examples{lim}); FP32 {p} {e['fp32'][p]:.2f}; "
+                  f"{e.get('grid', 'symmetric')} per-channel weights, 8-bit dynamic activations, int8 embeddings", "",
                   f"| bits | method | {p} | % FP32 | drop | agree % | logit rel. RMS | size MiB | size/ideal | size/container ideal | extra MACs % |",
                   "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in e["rows"]:
@@ -132,7 +146,8 @@ def markdown(report: dict) -> str:
 @click.option("--json", "json_path", type=click.Path(path_type=Path))
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path))
 @click.option("--append", is_flag=True, help="Merge into an existing --json file (other models kept).")
-def main(models, bits, squad_limit, shared, work_dir, json_path, md_path, append):
+@click.option("--symmetric/--asymmetric", default=True, show_default=True, help="Weight grid of every row.")
+def main(models, bits, squad_limit, shared, work_dir, json_path, md_path, append, symmetric):
     """Print (and save) the OCS vs LQ vs ACIQ table for the shared models."""
     names = [m for m in models.split(",") if m]
     bit_list = [int(b) for b in bits.split(",")]
@@ -140,7 +155,7 @@ def main(models, bits, squad_limit, shared, work_dir, json_path, md_path, append
     if append and json_path and Path(json_path).is_file():
         report["models"] = [e for e in json.loads(Path(json_path).read_text())["models"] if e["model"] not in names]
     for name in names:
-        report["models"].append(bench(name, shared, work_dir, bit_list, squad_limit))
+        report["models"].append(bench(name, shared, work_dir, bit_list, squad_limit, symmetric))
     for e in report["models"]:
         table = Table(title=f"{e['model']} ({e['task']})")
         for col in ("bits", "method", e["primary_metric"], "% FP32", "agree %", "rel RMS", "MiB", "+MACs %"):
