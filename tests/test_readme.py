@@ -13,4 +13,5 @@ def test_main_command_uses_the_bundled_model():
     readme = (REPO / "README.md").read_text()
     main = next(line for line in readme.splitlines() if line.startswith("python3 -m venv") and "bert2onnxq export" in line)
     assert "models/minilm-l6-sst2-demo" in main and "bert2onnxq validate" in main
+    assert "bert2onnxq convert" in main and "--method ocs" in main
     assert (REPO / "models" / "minilm-l6-sst2-demo" / "model.safetensors").is_file()
