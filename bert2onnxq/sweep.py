@@ -104,6 +104,7 @@ def check_bits(bits: Iterable[int]) -> list[int]:
 
 _DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
              for f in fields(ConvertOptions)}
+_TYPES = {f.name: str(f.type) for f in fields(ConvertOptions)}
 
 
 def canonical(kwargs: dict) -> dict:
@@ -194,24 +195,24 @@ def parse_setting(item: str) -> tuple[str, object]:
     if key not in _DEFAULTS or key in ("method", "bits"):
         raise BadInput(f"--set {key}: not a convert option a sweep can fix (choose from "
                        f"{', '.join(k for k in sorted(_DEFAULTS) if k not in ('method', 'bits'))})")
-    default = _DEFAULTS[key]
+    kind = _TYPES[key]  # the field's annotation, e.g. "bool | None", "int", "tuple[str, ...]"
     try:
         if raw.lower() == "none":
             value = None
-        elif isinstance(default, bool):
+        elif kind.startswith("bool"):
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(raw)
             value = raw.lower() in ("true", "1", "yes")
-        elif isinstance(default, tuple):
+        elif kind.startswith("tuple"):
             value = tuple(s for s in raw.split(",") if s)
-        elif isinstance(default, float):
+        elif kind.startswith("float"):
             value = float(raw)
-        elif isinstance(default, int) or key in ("act_bits", "emb_bits"):
+        elif kind.startswith("int"):
             value = int(raw)
         else:
             value = raw
     except ValueError:
-        raise BadInput(f"--set {key}={raw}: expected a value like {default!r}") from None
+        raise BadInput(f"--set {key}={raw}: expected a {kind} value, e.g. {_DEFAULTS[key]!r}") from None
     return key, value
 
 

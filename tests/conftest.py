@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,17 @@ def tokenizer():
 def needs_shared(*paths: Path):
     missing = [p for p in paths if not p.exists()]
     return pytest.mark.skipif(bool(missing), reason=f"../shared is missing {missing}")
+
+
+def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m bert2onnxq ARGS` in a subprocess (what a user's shell sees)."""
+    return subprocess.run([sys.executable, "-m", "bert2onnxq", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    """Bad input: exit 2, one `error:` line on stderr that mentions `needle`, no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert needle in lines[0], lines[0]

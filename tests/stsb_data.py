@@ -5,8 +5,6 @@ has a meaningful, deterministic drop), and the CLI helpers."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 from conftest import WORDS
@@ -48,13 +46,3 @@ def make_stsb(fp32: Path, folder: Path, dev: int = 48, train: int = 300) -> dict
     return {"fp32": fp32, "glue": folder}
 
 
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bert2onnxq", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert needle in lines[0], lines[0]

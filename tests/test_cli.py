@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from conftest import GLUE_DIR, needs_shared
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bert2onnxq", *args], capture_output=True, text=True, timeout=300)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert needle in lines[0], lines[0]
+from conftest import GLUE_DIR, assert_one_line_error, needs_shared, run_cli
 
 
 def test_help_has_examples():

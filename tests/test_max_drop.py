@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stsb_data import assert_one_line_error, make_stsb, run_cli
+from conftest import assert_one_line_error, run_cli
+from stsb_data import make_stsb
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from stsb_data import assert_one_line_error, make_stsb, run_cli
+from conftest import assert_one_line_error, run_cli
+from stsb_data import make_stsb
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,8 @@ def test_sweep_writes_every_file(swept):
         assert (out / "cells" / f"{r['id']}.json").is_file()
     by = {(r["method"], r["bits"]): r for r in rows}
     assert by[("lq", 2)]["bytes"] < by[("lq", 4)]["bytes"] < by[("lq", 8)]["bytes"]
-    assert by[("lq", 8)]["logit_rel_rms"] < by[("lq", 2)]["logit_rel_rms"]
+    assert by[("lq", 8)]["metrics"]["pearson"] > by[("lq", 4)]["metrics"]["pearson"] > by[("lq", 2)]["metrics"]["pearson"]
+    assert all(r["layer_bits"]["layers"] == [r["bits"]] * 2 for r in rows)
     table = list(csv.DictReader((out / "results.csv").open()))
     assert len(table) == 6 and {"method", "bits", "metric", "pct_of_fp32", "size_mib", "latency_ratio"} <= set(table[0])
     assert {float(t["metric"]) for t in table} == {r["metrics"]["pearson"] for r in rows}
