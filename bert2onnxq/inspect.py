@@ -27,7 +27,7 @@ _ROLE = {"attention.self.query": "query", "attention.self.key": "key", "attentio
 _EMBEDDING = re.compile(r"embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)\.weight$")
 # Initializers a quantized tensor is made of, by suffix (ours and onnxruntime.quantization's).
 _SUFFIXES = ("_quantized", "_zero_point", "_requant_scale", "_scale", "_ocs_index", "_ocs_channels", "_ocs_start",
-             "_ocs_k", "_ocs_end", "_unsqueeze_axes", "_block_size", "_zero", "_one", "_k")
+             "_ocs_k", "_ocs_end", "_unsqueeze_axes", "_row_start", "_row_step", "_block_size", "_k")
 _INTEGER = {"INT8": 8, "UINT8": 8, "INT4": 4, "UINT4": 4, "INT2": 2, "UINT2": 2}
 # Ops worth naming in the optimized graph: transformer fusions and the kernels linear layers run on.
 FUSIONS = ("Attention", "MultiHeadAttention", "QAttention", "EmbedLayerNormalization", "QEmbedLayerNormalization",

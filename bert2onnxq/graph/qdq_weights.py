@@ -13,12 +13,14 @@ file keeps the planned bits while the session runs the kernel the plan chose (pl
   leaves DQ(int4) unfused: a float MatMul on weights dequantized at every run). The CUDA target casts
   INT2 to INT4 (CUDA has no int2 DequantizeLinear). Blocked weights need no Cast: ORT fuses
   DQ(blocked) -> MatMul into MatMulNBits.
-* ocs-fold: Cast(int32) [- zero point] -> ScatterND(rows 0..K-1, channel of each appended row,
-  appended rows, reduction=add) -> Cast(int8): OCS's duplicated rows summed back onto their input
-  channel (numerics.fold_ocs). The MatMul then reads x itself: no Gather, no extra multiply-adds.
-* requant: Cast(float) [- zero point] * Gather(block scale, Range(K) / B) -> QuantizeLinear(int8,
-  one scale per output channel): a group-wise weight requantized to int8 (numerics.requantize_int8)
-  so that ORT runs it on its int8 GEMM instead of MatMulNBits.
+* ocs-fold: Cast(int8) [- zero point] -> ScatterND(rows 0..K-1, channel of each appended row,
+  appended rows, reduction=add): OCS's duplicated rows summed back onto their input channel
+  (numerics.fold_ocs). The MatMul then reads x itself: no Gather, no extra multiply-adds.
+* requant: [Cast(int8) - zero point ->] Cast(float) -> QuantizeLinear(int8, blocked scale
+  requant_scale / block scale): a group-wise weight requantized to int8 per output channel
+  (numerics.requantize_int8) so that ORT runs it on its int8 GEMM instead of MatMulNBits.
+Both chains are short and narrow on purpose: ORT keeps what it folds resident, so every full-size
+intermediate costs its bytes at load and after (int8 where the values allow it).
 """
 
 from __future__ import annotations
@@ -82,6 +84,11 @@ def _add(nodes: list[ir.Node], op: str, inputs: list, name: str, output: str | N
     return node.outputs[0]
 
 
+def _zero_point_int8(graph: ir.Graph, nodes: list[ir.Node], base: str, values: np.ndarray, bits: int) -> ir.Value:
+    zp = integer_initializer(graph, f"{base}_zero_point", values, bits, False)
+    return _add(nodes, "Cast", [zp], f"{base}_zero_point_Cast", to=ir.DataType.INT8)
+
+
 def dequantize_nodes(graph: ir.Graph, t: QuantizedTensor) -> list[ir.Node]:
     """The nodes from `t`'s new quantized initializer to the float weight; the last one is the
     DequantizeLinear whose output, `<name>_dequantized`, the MatMul reads (module docstring)."""
@@ -93,37 +100,33 @@ def dequantize_nodes(graph: ir.Graph, t: QuantizedTensor) -> list[ir.Node]:
     nodes: list[ir.Node] = []
     attributes = {} if params.axis is None else {"axis": params.axis}
     if t.form == "ocs-fold":
-        q = _add(nodes, "Cast", [q], f"{base}_Cast", f"{base}_int32", to=ir.DataType.INT32)
+        # int8 all along: a wider type would hold 4x the weight's bytes per node while ORT folds
+        q = _add(nodes, "Cast", [q], f"{base}_Cast", f"{base}_int8", to=ir.DataType.INT8)
         if zp_values is not None:
-            zp = integer_initializer(graph, f"{base}_zero_point", zp_values, params.bits, False)
-            zp = _add(nodes, "Cast", [zp], f"{base}_zero_point_Cast", to=ir.DataType.INT32)
-            q = _add(nodes, "Sub", [q, zp], f"{base}_Sub")
+            q = _add(nodes, "Sub", [q, _zero_point_int8(graph, nodes, base, zp_values, params.bits)], f"{base}_Sub")
         k = int(t.gather_index.max()) + 1
         start, end = int64_initializer(graph, f"{base}_ocs_start", [0]), int64_initializer(graph, f"{base}_ocs_k", [k])
         stop = int64_initializer(graph, f"{base}_ocs_end", [t.values.shape[0]])
         rows = _add(nodes, "Slice", [q, start, end], f"{base}_ocs_rows")
         split = _add(nodes, "Slice", [q, end, stop], f"{base}_ocs_split_rows")
         channels = int64_initializer(graph, f"{base}_ocs_channels", np.asarray(t.gather_index[k:])[:, None])
-        folded = _add(nodes, "ScatterND", [rows, channels, split], f"{base}_ocs_fold", reduction="add")
-        q = _add(nodes, "Cast", [folded], f"{base}_ocs_fold_Cast", f"{base}_folded_int8", to=ir.DataType.INT8)
+        q = _add(nodes, "ScatterND", [rows, channels, split], f"{base}_ocs_fold", f"{base}_folded_int8", reduction="add")
         inputs = [q, float_initializer(graph, f"{base}_scale", params.scale)]
     elif t.form == "requant":
-        w = _add(nodes, "Cast", [q], f"{base}_Cast", f"{base}_float", to=ir.DataType.FLOAT)
-        # block of each row = Range(0, K) / B: computed at load, nothing stored
-        k, b = (int64_initializer(graph, f"{base}_{n}", v) for n, v in (("k", t.values.shape[0]), ("block_size", params.block_size)))
-        rows = _add(nodes, "Range", [int64_initializer(graph, f"{base}_zero", 0), k, int64_initializer(graph, f"{base}_one", 1)],
-                    f"{base}_rows")
-        rows = _add(nodes, "Div", [rows, b], f"{base}_block_of_row")
-        if zp_values is not None:
-            zp = integer_initializer(graph, f"{base}_zero_point", zp_values, params.bits, False)
-            zp = _add(nodes, "Cast", [zp], f"{base}_zero_point_Cast", to=ir.DataType.FLOAT)
-            w = _add(nodes, "Sub", [w, _add(nodes, "Gather", [zp, rows], f"{base}_zero_point_rows", axis=0)], f"{base}_Sub")
-        scale = float_initializer(graph, f"{base}_scale", params.scale)
-        w = _add(nodes, "Mul", [w, _add(nodes, "Gather", [scale, rows], f"{base}_scale_rows", axis=0)],
-                 f"{base}_group_dequantize", f"{base}_group_dequantized")
+        if zp_values is not None:  # zero points per block: one row of them per input row, Range(K) / B
+            k = t.values.shape[0]
+            rows = _add(nodes, "Range", [int64_initializer(graph, f"{base}_row_start", 0), int64_initializer(graph, f"{base}_k", k),
+                                         int64_initializer(graph, f"{base}_row_step", 1)], f"{base}_rows")
+            rows = _add(nodes, "Div", [rows, int64_initializer(graph, f"{base}_block_size", params.block_size)], f"{base}_block_of_row")
+            zp = _add(nodes, "Gather", [_zero_point_int8(graph, nodes, base, zp_values, params.bits), rows], f"{base}_zero_point_rows",
+                      axis=0)
+            q = _add(nodes, "Cast", [q], f"{base}_Cast", f"{base}_int8", to=ir.DataType.INT8)
+            q = _add(nodes, "Sub", [q, zp], f"{base}_Sub")
+        x = _add(nodes, "Cast", [q], f"{base}_float_Cast", f"{base}_float", to=ir.DataType.FLOAT)
         s8 = float_initializer(graph, f"{base}_requant_scale", t.requant.scale)
-        q = _add(nodes, "QuantizeLinear", [w, s8], f"{base}_requant", f"{base}_requantized_int8", axis=1,
-                 output_dtype=ir.DataType.INT8)
+        ratio = _add(nodes, "Div", [s8, float_initializer(graph, f"{base}_scale", params.scale)], f"{base}_requant_ratio")
+        q = _add(nodes, "QuantizeLinear", [x, ratio], f"{base}_requant", f"{base}_requantized_int8", axis=0,
+                 block_size=params.block_size, output_dtype=ir.DataType.INT8)
         inputs, attributes = [q, s8], {"axis": 1}
     else:
         zp_bits = params.bits
