@@ -73,6 +73,7 @@ class RowSpec:
     activations: str = "fp32"
     embeddings: str = "fp32"
     session: tuple = ()  # extra ONNX Runtime session config entries (key, value)
+    group_kernel: str = "matmulnbits"  # ours, group-wise: matmulnbits | int8 (convert --group-kernel)
 
     @property
     def slug(self) -> str:
@@ -81,13 +82,14 @@ class RowSpec:
         if self.kind == "ours":
             gran = f"group{self.group_size}" if self.granularity == "group" else self.granularity
             extra = ("-a32" if self.activations == "fp32" else "") + ("-e32" if self.embeddings == "fp32" else "")
+            extra += "-i8req" if self.group_kernel == "int8" else ""
             return f"{self.method.split()[0].lower()}-w{self.bits}-{gran}{extra}"
         if self.kind == "ort-dynamic":
             return "ort-dynamic-int8"
         return f"ort-matmulnbits-w{self.bits}-b{self.group_size}"
 
 
-def row_specs(bits: list[int], baselines: bool = True, ablation: bool = False) -> list[RowSpec]:
+def row_specs(bits: list[int], baselines: bool = True, ablation: bool = False, int8_group: bool = False) -> list[RowSpec]:
     rows = [RowSpec("fp32", "FP32", 32)]
     for b in sorted(set(bits), reverse=True):
         for method in ("LQ", "ACIQ"):
@@ -100,6 +102,10 @@ def row_specs(bits: list[int], baselines: bool = True, ablation: bool = False) -
         if b in GROUP_BITS:
             for method in ("LQ", "ACIQ"):
                 rows.append(RowSpec("ours", method, b, "group", GROUP_SIZE, "i8 blk*", "i8"))
+            if int8_group:  # requantized per channel to int8 at load: ORT's int8 GEMM (convert --group-kernel int8)
+                for method in ("LQ", "ACIQ"):
+                    rows.append(RowSpec("ours", f"{method} int8-requant", b, "group", GROUP_SIZE, "u8 dyn", "i8",
+                                        group_kernel="int8"))
         if baselines and b == 8:
             rows.append(RowSpec("ort-dynamic", "ORT dynamic", 8, "channel", None, "u8 dyn", "u8"))
         if baselines and b in NBITS_BITS:
@@ -166,7 +172,7 @@ def produce(spec: RowSpec, fp32: Path, work: Path, reuse: bool) -> tuple[Path, d
         options = ConvertOptions(method=spec.method.split()[0].lower(), bits=spec.bits, granularity=spec.granularity,
                                  group_size=spec.group_size or 128,
                                  act_bits=None if spec.activations == "fp32" else 8,
-                                 emb_bits=None if spec.embeddings == "fp32" else 8)
+                                 emb_bits=None if spec.embeddings == "fp32" else 8, group_kernel=spec.group_kernel)
         result = convert(str(fp32), path, options)
         info = {"bytes": result["bytes"], "ideal_bytes": result["ideal_bytes"],
                 "size_vs_ideal": result["size_vs_ideal"], "plan_summary": result["plan"].summary()}
@@ -627,11 +633,13 @@ def environment() -> dict:
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="ORT quantizer rows.")
 @click.option("--ablation", is_flag=True,
               help="Extra 8-bit rows: weights only (FP32 activations and embeddings), and weights + activations.")
+@click.option("--int8-group", is_flag=True,
+              help="Extra group-wise rows requantized per channel to int8 at load (convert --group-kernel int8).")
 @click.option("--no-reference-cache", is_flag=True, help="Re-run the FP32 model for every row's comparison.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write all results as JSON.")
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the tables as Markdown.")
 @click.option("--append", is_flag=True, help="Merge into an existing --json file (other models kept) and render all.")
-def main(models, bits, squad_limit, shared, work_dir, reuse_converted, baselines, ablation, no_reference_cache,
+def main(models, bits, squad_limit, shared, work_dir, reuse_converted, baselines, ablation, int8_group, no_reference_cache,
          json_path, md_path, append):
     """FP32 vs LQ / ACIQ (per-channel and group-wise) vs ORT quantizers, one table per model."""
     from transformers.utils import logging as hf_logging
@@ -647,7 +655,7 @@ def main(models, bits, squad_limit, shared, work_dir, reuse_converted, baselines
     report = {"meta": environment(), "models": {}}
     if append and json_path and json_path.is_file():
         report["models"] = json.loads(json_path.read_text()).get("models", {})
-    specs = row_specs(bits, baselines, ablation)
+    specs = row_specs(bits, baselines, ablation, int8_group)
     start = time.perf_counter()
     for name in models:
         entry = bench_model(name, shared, work_dir, specs, squad_limit, reuse_converted, not no_reference_cache)

@@ -18,9 +18,10 @@ from .graph.locate import WeightSite, check_quantizable, embedding_tables
 from .graph.ocs import SplitActivationsPass, SplitChannelsPass, split_activation_name
 from .graph.qdq_weights import QuantizedTensor, QuantizeWeightsPass
 from .onnx_io import atomic_output, load_onnx, save_onnx
-from .plan import ActivationPlan, QuantPlan, TensorPlan, check_plan_fits
+from .plan import KERNELS, OCS_FORMS, TARGETS, ActivationPlan, QuantPlan, TensorPlan, check_plan_fits
 
 METHODS = ("lq", "aciq", "ocs")
+GROUP_KERNELS = ("matmulnbits", "int8")
 DEFAULT_SKIP = ()  # pooler and classifier are never encoder weights, so they stay FP32 anyway
 
 
@@ -44,6 +45,8 @@ class ConvertOptions:
     calib_samples: int = 128
     emb_bits: int | None = 8
     skip: tuple[str, ...] = field(default_factory=tuple)
+    target: str = "cpu"  # execution provider whose native kernels the graph forms are chosen for
+    group_kernel: str = "matmulnbits"  # cpu, group-wise: matmulnbits (exact) | int8 (requantized per channel)
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -60,6 +63,16 @@ class ConvertOptions:
             raise BadInput(f"--emb-bits {self.emb_bits} is not supported: use 8, 4 or none")
         if self.act_bits not in (None, 8):
             raise BadInput(f"--act-bits {self.act_bits} is not supported: use 8 or none")
+        if self.target not in TARGETS:
+            raise BadInput(f"unknown target '{self.target}': choose cpu or cuda")
+        if self.group_kernel not in GROUP_KERNELS:
+            raise BadInput(f"unknown group kernel '{self.group_kernel}': choose matmulnbits or int8")
+        if self.target == "cuda" and self.act_bits:
+            raise BadInput("--target cuda writes weight-only graphs (CUDA has no DynamicQuantizeLinear and no int8 "
+                           "MatMul for QDQ activations): use --act-bits none")
+        if self.group_kernel == "int8" and (self.target != "cpu" or not self.act_bits):
+            raise BadInput("--group-kernel int8 runs group-wise weights on ONNX Runtime's CPU int8 GEMM: it needs "
+                           "--target cpu and --act-bits 8")
 
 
 def grid_is_symmetric(bits: int, symmetric: bool | None) -> bool:
@@ -115,6 +128,7 @@ def decide_plan(model: ir.Model, options: ConvertOptions, sites: list[WeightSite
             t.alpha_ratio = numerics.optimal_alpha(options.bits, clip.removeprefix("aciq-"))
         if options.method == "ocs":
             t.ocs_ratio, t.ocs_grid_aware = options.ocs_ratio, options.ocs_grid_aware
+        t.kernel = default_kernel(t, options.target, options.act_bits, options.group_kernel)
         weights.append(t)
     embeddings = []
     if options.emb_bits:
@@ -127,7 +141,36 @@ def decide_plan(model: ir.Model, options: ConvertOptions, sites: list[WeightSite
                           calibration=options.calib_method if options.act_calib == "static" else None,
                           samples=options.calib_samples if options.act_calib == "static" else None,
                           ocs_ratio=options.ocs_ratio if options.ocs_activations else None)
-    return QuantPlan(options.method, weights, embeddings, acts, list(options.skip), _source_info(model))
+    return QuantPlan(options.method, weights, embeddings, acts, list(options.skip), _source_info(model), options.target)
+
+
+def default_kernel(t: TensorPlan, target: str, act_bits: int | None, group_kernel: str = "matmulnbits") -> str:
+    """The ORT kernel a weight runs on (plan.KERNELS). CPU with 8-bit activations: the int8 GEMM for
+    per-tensor/per-channel weights; group-wise ones have no int8 GEMM in ORT and go to MatMulNBits
+    (int8 activations per block) unless requantized per channel (group_kernel="int8"). Weight-only
+    graphs and CUDA: DequantizeLinear -> MatMul, which ORT fuses into MatMulNBits."""
+    if target == "cpu" and act_bits:
+        if t.granularity != "group":
+            return "int8"
+        return "int8-requant" if group_kernel == "int8" else "matmulnbits"
+    return "matmulnbits"
+
+
+def check_kernels(plan: QuantPlan) -> None:
+    """Fill kernels missing from older plans with the target's default; BadInput for impossible ones."""
+    if plan.target not in TARGETS:
+        raise BadInput(f"the plan's target '{plan.target}' is unknown: choose cpu or cuda")
+    for t in plan.weights:
+        if not t.kernel:
+            t.kernel = default_kernel(t, plan.target, plan.activations.bits)
+        if t.kernel not in KERNELS or t.ocs_form not in ("", *OCS_FORMS):
+            raise BadInput(f"the plan gives '{t.name}' kernel '{t.kernel}' / OCS form '{t.ocs_form}', which bert2onnxq "
+                           f"does not know: recreate the plan with --plan-out")
+        int8 = t.kernel in ("int8", "int8-requant")
+        if int8 and (plan.target != "cpu" or not plan.activations.bits):
+            raise BadInput(f"the plan runs '{t.name}' on the int8 GEMM, which needs target cpu and 8-bit activations")
+        if (t.kernel == "int8-requant") != (t.granularity == "group" and int8):
+            raise BadInput(f"the plan's kernel '{t.kernel}' for '{t.name}' does not fit its {t.granularity} granularity")
 
 
 def embedding_block(hidden: int) -> int:
@@ -148,7 +191,8 @@ def _source_info(model: ir.Model) -> dict:
 
 
 def quantize_tensors(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTensor], list[QuantizedTensor]]:
-    """Integers and scales for every planned tensor; fills each TensorPlan's statistics."""
+    """Integers and scales for every planned tensor, and the graph form its kernel needs; fills each
+    TensorPlan's statistics (and, for OCS, the channels split and the form chosen)."""
     weights = []
     for t in plan.weights:
         w = weight_array(model, t.name)
@@ -157,12 +201,29 @@ def quantize_tensors(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTe
         matrix, params, index = quantize_weight(w_in, t)
         q = numerics.quantize(matrix, params)
         t.stats = _stats(matrix, q, params)
+        qt = QuantizedTensor(t.name, q, params, index)
+        if t.kernel == "int8-requant":
+            qt.form = "requant"
+            q8, qt.requant = numerics.requantize_int8(q, params)
+            runtime = numerics.dequantize(q8, qt.requant)  # what the int8 GEMM multiplies with
+            t.stats["requant_mse"] = float(numerics.mse(numerics.dequantize(q, params), runtime))
+            if index is None:
+                t.stats["runtime_mse"] = float(numerics.mse(matrix, runtime))
         if index is not None:
             t.ocs_channels = [int(c) for c in index[w_in.shape[0]:]]
+            folded = numerics.fold_ocs(q, params, index) if qt.form == "plain" else None
+            if t.ocs_form == "fold" and folded is None:
+                raise BadInput(f"the plan folds the OCS rows of '{t.name}', but they do not fit int8 at this granularity: "
+                               "use ocs_form 'gather'")
+            t.ocs_form = t.ocs_form or ("fold" if folded is not None else "gather")
+            if t.ocs_form == "fold":
+                qt.form = "ocs-fold"
         if index is not None or act_split is not None:
             # the error that matters is the effective weight's: fold duplicated rows back onto W
             t.stats["mse"] = float(numerics.mse(w, effective_weight(numerics.dequantize(q, params), index, act_split)))
-        weights.append(QuantizedTensor(t.name, q, params, index))
+        if qt.form == "plain":
+            qt.load_as = _load_as(params, plan.target)
+        weights.append(qt)
     tables = []
     for t in plan.embeddings:
         table = weight_array(model, t.name)
@@ -195,6 +256,17 @@ def effective_weight(w: np.ndarray, index: np.ndarray | None, act_split: numeric
     return w
 
 
+def _load_as(params: numerics.QuantParams, target: str) -> str | None:
+    """Container to cast a plain weight to at session start (qdq_weights docstring): the CPU runs
+    per-tensor/per-channel sub-byte weights as int8; CUDA has no int2 DequantizeLinear or MatMulNBits."""
+    bits = numerics.container_bits(params.bits)
+    if target == "cpu" and bits < 8 and params.block_size is None:
+        return "int8"
+    if target == "cuda" and bits == 2:
+        return "int4"
+    return None
+
+
 def _stats(w: np.ndarray, q: np.ndarray, params: numerics.QuantParams) -> dict:
     scale = np.asarray(params.scale, dtype=np.float64)
     deq = numerics.dequantize(q, params)
@@ -211,15 +283,18 @@ def _stats(w: np.ndarray, q: np.ndarray, params: numerics.QuantParams) -> dict:
 
 def apply_plan(model: ir.Model, plan: QuantPlan) -> ir.Model:
     """Apply `plan` in place: weights, then embeddings, then activation quantizers."""
+    check_kernels(plan)
     weights, tables = quantize_tensors(model, plan)
-    splits = {f"{t.name}_dequantized": (t.name, t.gather_index) for t in weights if t.gather_index is not None}
+    splits = {f"{t.name}_dequantized": (t.name, t.gather_index) for t in weights
+              if t.gather_index is not None and t.form != "ocs-fold"}
     passes = [QuantizeWeightsPass(weights), SplitChannelsPass(splits), _split_activations_pass(plan),
               QuantizeEmbeddingsPass(tables)]
     if plan.activations.bits:
-        # Group-wise weights become MatMulNBits in ONNX Runtime, which quantizes activations to int8
-        # itself (session.qdq_matmulnbits_accuracy_level=4, the default); explicit activation QDQ in
-        # front of a blocked weight makes ORT 1.31 build a MatMulIntegerToFloat that cannot run.
-        dequantized = [f"{t.name}_dequantized" for t in weights if t.params.block_size is None]
+        # MatMulNBits weights quantize activations to int8 themselves (session.qdq_matmulnbits_accuracy_level=4,
+        # ORT's default); explicit activation QDQ in front of a blocked weight makes ORT 1.31 build a
+        # MatMulIntegerToFloat that cannot run. The int8 GEMM kernels get the activation quantizers.
+        kernels = {t.name: t.kernel for t in plan.weights}
+        dequantized = [f"{t.name}_dequantized" for t in weights if kernels[t.name] in ("int8", "int8-requant")]
         ranges = plan.activations.ranges if plan.activations.mode == "static" else None
         passes.append(QuantizeActivationsPass(dequantized, ranges))
     ir.passes.PassManager(passes)(model)
@@ -276,6 +351,7 @@ def convert(
         if plan is None:
             plan = decide_plan(model, options or ConvertOptions(), sites)
         check_plan_fits(plan, {name: tuple(v.shape.numpy()) for name, v in model.graph.initializers.items()})
+        check_kernels(plan)
         calibrate_activations(model, plan, fp32_path, calibrate)
         planned = {t.name for t in plan.weights + plan.embeddings}
         fp32_rest = sum(v.const_value.nbytes for n, v in model.graph.initializers.items() if n not in planned)
@@ -308,9 +384,9 @@ def calibrate_activations(model: ir.Model, plan: QuantPlan, fp32_path: Path, cal
                            "weights": weights} for x, weights in readers.items()}
     if need_ranges:
         acts.ranges = {}
-        grouped = {t.name for t in plan.weights if t.granularity == "group"}  # MatMulNBits quantizes these itself
+        nbits = {t.name for t in plan.weights if t.kernel == "matmulnbits"}  # MatMulNBits quantizes these itself
         for x, weights in readers.items():
-            if set(weights) <= grouped:
+            if set(weights) <= nbits:
                 continue
             split = activation_split(plan, next(t for t in plan.weights if t.name == weights[0]))
             name = x if split is None else split_activation_name(x)

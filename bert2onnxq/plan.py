@@ -14,6 +14,17 @@ from pathlib import Path
 from .errors import BadInput
 
 PLAN_VERSION = 1
+TARGETS = ("cpu", "cuda")
+# How ONNX Runtime runs a weight (decided per tensor for the plan's target):
+KERNELS = {
+    "int8": "int8 GEMM on int8 weights and 8-bit activations (ORT MatMulIntegerToFloat / DynamicQuantizeMatMul)",
+    "int8-requant": "group-wise weight requantized per output channel to int8 at session load, then int8 GEMM",
+    "matmulnbits": "DequantizeLinear -> MatMul fused by ORT into MatMulNBits (block-wise n-bit weights)",
+}
+OCS_FORMS = {
+    "fold": "split rows summed back in int8 at session load (no Gather, no extra multiply-adds)",
+    "gather": "Concat(x, Gather(x, split channels)) feeds the expanded weight",
+}
 WEIGHT_ROLES = ("query", "key", "value", "attention_output", "intermediate", "output")
 EMBEDDING_ROLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
 
@@ -35,6 +46,8 @@ class TensorPlan:
     ocs_ratio: float | None = None  # OCS: split ceil(ratio * K) input channels
     ocs_grid_aware: bool = False
     ocs_channels: list[int] = field(default_factory=list)  # original input channel of each appended row
+    ocs_form: str = ""  # OCS only: fold | gather (see OCS_FORMS); "" = decide when applied
+    kernel: str = ""  # see KERNELS; "" = the target's default, decided when applied
     stats: dict = field(default_factory=dict)  # scale statistics, clipped fraction, weight MSE
 
     @property
@@ -43,6 +56,17 @@ class TensorPlan:
         for d in self.shape:
             n *= d
         return n
+
+    def ideal_bytes(self, scale_bytes: int = 4, container: bool = False, rows_added: int | None = None) -> float:
+        """Bits x params / 8 + scales (+ zero points, `bits` each), OCS rows included (QuantPlan.ideal_bytes).
+
+        rows_added: the OCS rows stored (default: this weight's own splits; QuantPlan adds its activation's).
+        """
+        scales = self.stats.get("num_scales", 1)
+        bits = (2 if self.bits <= 2 else 4 if self.bits <= 4 else 8) if container else self.bits
+        rows = len(self.ocs_channels) if rows_added is None else rows_added
+        params = self.num_params + rows * self.shape[1]
+        return (params + (0 if self.symmetric else scales)) * bits / 8 + scales * scale_bytes
 
 
 @dataclass
@@ -71,6 +95,7 @@ class QuantPlan:
     activations: ActivationPlan = field(default_factory=ActivationPlan)
     skip: list[str] = field(default_factory=list)
     source: dict = field(default_factory=dict)  # the FP32 model it was made for (head, layers, hidden)
+    target: str = "cpu"  # execution provider the graph forms were chosen for (TARGETS)
     version: int = PLAN_VERSION
 
     # --- JSON ---
@@ -90,6 +115,7 @@ class QuantPlan:
                 activations=ActivationPlan(**raw.get("activations", {})),
                 skip=list(raw.get("skip", [])),
                 source=dict(raw.get("source", {})),
+                target=raw.get("target", "cpu"),
             )
         except BadInput:
             raise
@@ -110,13 +136,7 @@ class QuantPlan:
         `container=True` counts the bits of the storage type (3 -> 4, 5..7 -> 8): ONNX has no INT3,
         so that is the best a standard file can do; the nominal figure is the paper's.
         """
-        total = 0.0
-        for t in self.weights + self.embeddings:
-            scales = t.stats.get("num_scales", 1)
-            bits = (2 if t.bits <= 2 else 4 if t.bits <= 4 else 8) if container else t.bits
-            params = t.num_params + self.rows_added(t) * t.shape[1]
-            total += params * bits / 8 + scales * scale_bytes + (0 if t.symmetric else scales)
-        return total
+        return sum(t.ideal_bytes(scale_bytes, container, self.rows_added(t)) for t in self.weights + self.embeddings)
 
     def activation_split_rows(self, weight: str) -> list[int]:
         """The OCS split rows of the activation that `weight`'s MatMul reads ([] when not split)."""
@@ -130,13 +150,18 @@ class QuantPlan:
         return len(t.ocs_channels) + len(self.activation_split_rows(t.name))
 
     def ocs_overhead(self) -> dict:
-        """Channels gained, extra weight parameters and extra multiply-adds per token of OCS."""
+        """Channels gained, extra weight parameters and extra multiply-adds per token of OCS. Weight rows
+        folded back at session start (ocs_form "fold") are stored but cost no multiply-adds; activation
+        splits always do (x' really has the extra channels)."""
         extra_rows = sum(self.rows_added(t) for t in self.weights)
         extra = sum(self.rows_added(t) * t.shape[1] for t in self.weights)
+        macs = sum((self.rows_added(t) - (len(t.ocs_channels) if t.ocs_form == "fold" else 0)) * t.shape[1]
+                   for t in self.weights)
         total = sum(t.num_params for t in self.weights)
-        return {"channels_added": extra_rows, "extra_params": extra, "extra_macs_per_token": extra,
+        return {"channels_added": extra_rows, "extra_params": extra, "extra_fraction": extra / total if total else 0.0,
+                "extra_macs_per_token": macs, "extra_macs_fraction": macs / total if total else 0.0,
                 "activation_channels_added": sum(len(s["split_rows"]) for s in self.activations.splits.values()),
-                "extra_fraction": extra / total if total else 0.0}
+                "folded_tensors": sum(1 for t in self.weights if t.ocs_form == "fold")}
 
     def summary(self) -> str:
         bits = sorted({t.bits for t in self.weights})
@@ -145,10 +170,12 @@ class QuantPlan:
         emb = sorted({t.bits for t in self.embeddings}) or ["fp32"]
         ocs = self.ocs_overhead()
         act_split = f"; {ocs['activation_channels_added']} activation channels split" if ocs["activation_channels_added"] else ""
-        split = (f", OCS +{ocs['channels_added']} weight rows (+{100 * ocs['extra_fraction']:.2f}% MACs{act_split})"
-                 if ocs["channels_added"] else "")
+        split = (f", OCS +{ocs['channels_added']} weight rows (+{100 * ocs['extra_fraction']:.2f}% weights, "
+                 f"+{100 * ocs['extra_macs_fraction']:.2f}% MACs{act_split})") if ocs["channels_added"] else ""
+        kernels = sorted({t.kernel for t in self.weights if t.kernel})
+        runs = f", {self.target} kernels {'/'.join(kernels)}" if kernels else ""
         return (f"{self.method}: {len(self.weights)} weights at {'/'.join(map(str, bits))} bits ({', '.join(grans)}){split}, "
-                f"activations {act}, embeddings {'/'.join(map(str, emb))}")
+                f"activations {act}, embeddings {'/'.join(map(str, emb))}{runs}")
 
 
 def _tensor(raw: dict) -> TensorPlan:

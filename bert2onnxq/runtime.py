@@ -48,6 +48,7 @@ class Runner:
             "session_config": dict(self.config),
             # numerics of MatMulNBits (fused from blocked DequantizeLinear -> MatMul): 4 = int8 activations
             "qdq_matmulnbits_accuracy_level": self.config.get("session.qdq_matmulnbits_accuracy_level", "4 (default)"),
+            "numerics_options": numerics_options(self.config),
         }
 
     def run_features(
@@ -78,6 +79,40 @@ class Runner:
         return results
 
 
+# Session settings that change the numbers a quantized graph computes (not only its speed), with
+# what ONNX Runtime does when they are not set. Threads and batch size are speed settings; `bench`
+# checks that they leave the outputs unchanged.
+NUMERICS_CONFIG = {
+    "session.qdq_matmulnbits_accuracy_level": "4: MatMulNBits quantizes activations to int8 per block",
+    "session.disable_quant_qdq": "0: QDQ pairs fused into integer kernels (else simulated in float)",
+    "session.x64quantprecision": "0: ORT's default u8s8 int8 GEMM on x64",
+    "optimization.enable_gelu_approximation": "0: exact Gelu",
+    "mlas.use_lut_gemm": "ORT default (2-bit MatMulNBits through a lookup-table GEMM when on)",
+}
+
+
+def numerics_options(config: dict[str, str]) -> dict[str, str]:
+    """The numerics-relevant settings of a session: the value set, or the default's meaning."""
+    return {key: config.get(key, f"unset ({meaning})") for key, meaning in NUMERICS_CONFIG.items()} | {
+        "graph_optimization_level": "ORT_ENABLE_ALL"}
+
+
+def session_options(threads: int = 0, config: dict[str, str] | None = None, optimized_path: Path | None = None):
+    """The SessionOptions every bert2onnxq session uses: all graph optimizations, quiet logging."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, str(value))
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    return options
+
+
 def pad_batch(batch: list[dict[str, np.ndarray]], names: Iterable[str], pad_id: int = 0):
     """Right-pad a list of 1-D features into int64 matrices; returns (feeds, lengths)."""
     lengths = [len(f["input_ids"]) for f in batch]
@@ -92,8 +127,10 @@ def pad_batch(batch: list[dict[str, np.ndarray]], names: Iterable[str], pad_id: 
     return feeds, lengths
 
 
-def make_runner(model_path: Path, device: str = "cpu", threads: int = 0, config: dict[str, str] | None = None) -> Runner:
-    """Build a session; a clear error when the device's provider or the model is unusable."""
+def make_runner(model_path: Path, device: str = "cpu", threads: int = 0, config: dict[str, str] | None = None,
+                optimized_path: Path | None = None) -> Runner:
+    """Build a session; a clear error when the device's provider or the model is unusable.
+    `optimized_path` also writes the graph ONNX Runtime runs after its optimizations there."""
     import onnxruntime as ort
 
     if device not in PROVIDERS:
@@ -104,13 +141,7 @@ def make_runner(model_path: Path, device: str = "cpu", threads: int = 0, config:
             f"device '{device}' needs {provider}, which this onnxruntime build lacks: "
             "install onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu"
         )
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    for key, value in (config or {}).items():
-        options.add_session_config_entry(key, str(value))
+    options = session_options(threads, config, optimized_path)
     providers = [provider] if device == "cpu" else [provider, "CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(str(model_path), options, providers=providers)

@@ -40,9 +40,11 @@ def main():
     """Export a fine-tuned BERT to ONNX, quantize it, and validate it on GLUE / SQuAD.
 
     \b
-    Pipeline:  export -> (convert) -> validate
+    Pipeline:  export -> (convert) -> validate, and inspect / bench any file
       bert2onnxq export --model models/minilm-l6-sst2-demo -o out/fp32/model.onnx
       bert2onnxq validate out/fp32/model.onnx --task sst2 --data-dir ../shared/data/glue
+      bert2onnxq inspect out/lq8/model.onnx
+      bert2onnxq bench out/lq8/model.onnx --vs out/fp32/model.onnx --threads 2
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -42,6 +42,13 @@ from .app import TASKS, Command, err, main, out, quiet_transformers
 @click.option("--calib-file", type=click.Path(path_type=Path), help="Calibration file (SQuAD JSON or GLUE TSV).")
 @click.option("--emb-bits", type=click.Choice(["8", "4", "none"]), default="8", show_default=True,
               help="Word/position/token-type tables: int8 per row, int4 per row block (ORT GatherBlockQuantized), or FP32.")
+@click.option("--target", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Provider to write for: cpu (int8 GEMM with 8-bit activations, MatMulNBits for group-wise) or cuda "
+                   "(weight-only DequantizeLinear -> MatMul that ORT fuses into CUDA MatMulNBits; no DynamicQuantizeLinear, "
+                   "no int2 DequantizeLinear on CUDA, so activations stay float and INT2 is widened to INT4 at load).")
+@click.option("--group-kernel", type=click.Choice(["matmulnbits", "int8"]), default="matmulnbits", show_default=True,
+              help="cpu, group-wise weights: matmulnbits (exact group numerics, ORT MatMulNBits) or int8 (requantized per "
+                   "output channel to int8 at session load: int8-GEMM speed, one more rounding of at most half an int8 step).")
 @click.option("--skip", multiple=True, metavar="PATTERN", help="Keep matching tensors FP32 (glob or substring), e.g. 'layer.5.output'.")
 @click.option("--plan", "plan_in", type=click.Path(path_type=Path), help="Apply a saved plan (ignores method options).")
 @click.option("--plan-out", type=click.Path(path_type=Path), help="Also write the plan as JSON.")
@@ -67,9 +74,9 @@ from .app import TASKS, Command, err, main, out, quiet_transformers
 def convert(source, output, method, bits, granularity, group_size, symmetric, aciq_dist, ocs_ratio, ocs_grid_aware,
             ocs_activations, clip,
             act_bits, act_calib,
-            calib_method, calib_samples, task, data_dir, calib_file, emb_bits, skip, plan_in, plan_out, dev_file,
-            max_drop, search_methods, search_bits, search_granularity, search_data, search_samples, search_file, mixed,
-            latency, as_json):
+            calib_method, calib_samples, task, data_dir, calib_file, emb_bits, target, group_kernel, skip, plan_in,
+            plan_out, dev_file, max_drop, search_methods, search_bits, search_granularity, search_data, search_samples,
+            search_file, mixed, latency, as_json):
     """Quantize a BERT's weights (and activations, embeddings) into standard QDQ ONNX.
 
     \b
@@ -83,6 +90,8 @@ def convert(source, output, method, bits, granularity, group_size, symmetric, ac
       bert2onnxq convert --model out/fp32/model.onnx --method ocs --bits 3 --ocs-ratio 0.02 --clip aciq -o out/ocs3.onnx
       bert2onnxq convert --model out/fp32/model.onnx --method ocs --bits 4 --ocs-activations --task sst2 --data-dir ../shared/data/glue -o out/ocs4a.onnx
       bert2onnxq convert --model out/fp32/model.onnx --plan plan.json -o out/again.onnx
+      bert2onnxq convert --model out/fp32/model.onnx --bits 4 --granularity group --group-kernel int8 -o out/q4-int8.onnx
+      bert2onnxq convert --model out/fp32/model.onnx --bits 4 --granularity group --target cuda -o out/q4-cuda.onnx
       bert2onnxq convert --model out/fp32/model.onnx --max-drop 1 --task sst2 --data-dir ../shared/data/glue -o out/best/model.onnx
     \b
     --max-drop D: validates candidates (methods x bits x granularity, then mixed per-layer bits) on
@@ -93,11 +102,14 @@ def convert(source, output, method, bits, granularity, group_size, symmetric, ac
     from ..plan import QuantPlan
 
     quiet_transformers()
+    if target == "cuda" and click.get_current_context().get_parameter_source("act_bits").name == "DEFAULT":
+        act_bits = "none"  # CUDA graphs are weight-only unless the user insists (and gets a one-line error)
     options = ConvertOptions(method=method, bits=bits, granularity=granularity, group_size=group_size,
                              symmetric=symmetric, distribution=aciq_dist, clip=clip, ocs_ratio=ocs_ratio,
                              ocs_grid_aware=ocs_grid_aware, ocs_activations=ocs_activations, act_bits=None if act_bits == "none" else 8,
                              act_calib=act_calib, calib_method=calib_method, calib_samples=calib_samples,
-                             emb_bits=None if emb_bits == "none" else int(emb_bits), skip=tuple(skip))
+                             emb_bits=None if emb_bits == "none" else int(emb_bits), skip=tuple(skip),
+                             target=target, group_kernel=group_kernel)
     if max_drop is not None:
         return _max_drop(source, output, options, max_drop, task, data_dir, dev_file, plan_in, plan_out,
                          search_methods, search_bits, search_granularity, group_size, search_data, search_samples,

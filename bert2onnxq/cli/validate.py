@@ -74,4 +74,6 @@ def _print_validation(result: dict) -> None:
                   f"logit rel. RMS error {cmp['logit_rel_rms']:.3g}")
     rt = result["model"]["runtime"]
     out.print(f"[dim]onnxruntime {rt['onnxruntime']} {rt['providers'][0]}, threads {rt['intra_op_num_threads'] or 'default'}, "
-              f"session config {rt['session_config'] or '{}'}; {result['model']['seconds']} s[/]")
+              f"session config {rt['session_config'] or '{}'}, MatMulNBits accuracy level "
+              f"{rt['qdq_matmulnbits_accuracy_level']} (numerics options: --json runtime.numerics_options); "
+              f"{result['model']['seconds']} s[/]")

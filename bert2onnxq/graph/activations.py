@@ -3,9 +3,9 @@
 Rewrite rule, for each MatMul(x, DQ(W)) in the set (Q, K and V share one quantizer of x):
     dynamic: x => DequantizeLinear(DynamicQuantizeLinear(x))          (uint8, per batch min-max)
     static:  x => DequantizeLinear(QuantizeLinear(x, s, zp), s, zp)   (uint8, calibrated range)
-One DequantizeLinear per MatMul (the QDQ form ONNX Runtime fuses into integer MatMuls). When an
-OCS Gather duplicates channels of x, the Gather moves onto the uint8 tensor, before the
-DequantizeLinear: duplicated channels keep the same per-tensor scale.
+One DequantizeLinear per MatMul (the QDQ form ONNX Runtime fuses into integer MatMuls). When OCS
+appends split channels of x (Concat(x, Gather(x, channels))), Concat and Gather move onto the uint8
+tensor, before the DequantizeLinear: duplicated channels keep the same per-tensor scale.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from .ocs import is_ocs_gather
+from .ocs import is_ocs_concat
 from .qdq_weights import float_initializer
 
 
@@ -45,15 +45,16 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
                    and n.inputs[1].name in self.weight_values]
         quantized: dict[str, tuple[ir.Value, ir.Value, ir.Value]] = {}
         for node in matmuls:
-            gather = node.inputs[0].producer()
-            gather = gather if is_ocs_gather(gather) else None
-            x = gather.inputs[0] if gather else node.inputs[0]
+            concat = node.inputs[0].producer()
+            concat = concat if is_ocs_concat(concat) else None
+            x = concat.inputs[0] if concat else node.inputs[0]
             if x.name not in quantized:
                 quantized[x.name] = self._quantize(graph, x)
             q, scale, zp = quantized[x.name]
-            if gather:
-                gather.replace_input_with(0, q)
-                q = gather.outputs[0]
+            if concat:
+                concat.inputs[1].producer().replace_input_with(0, q)  # the Gather of the split channels
+                concat.replace_input_with(0, q)
+                q = concat.outputs[0]
             dq = ir.node("DequantizeLinear", [q, scale, zp], name=f"{node.name}_act_DequantizeLinear",
                          outputs=[ir.Value(name=f"{node.name}_act_dequantized")])
             graph.insert_before(node, dq)

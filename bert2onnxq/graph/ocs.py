@@ -1,9 +1,14 @@
-"""Pass: Outlier Channel Splitting wiring — duplicated input channels come from a Gather.
+"""Pass: Outlier Channel Splitting wiring — duplicated input channels come from a Concat + Gather.
 
-Rewrite rule, for a weight W [K, N] split into W' [K + s, N] with channel index idx [K + s]:
-    MatMul(x, W)  =>  MatMul(Gather(x, idx, axis=-1), W')
+Rewrite rule, for a weight W [K, N] split into W' [K + s, N] with channel index idx [K + s]
+(idx[:K] = 0..K-1, idx[K:] = the channels that were split):
+    MatMul(x, W)  =>  MatMul(Concat(x, Gather(x, idx[K:], axis=-1), axis=-1), W')
 x[..., idx] @ W' == x @ W because each split row is halved and its copy reads the same channel.
-The weight pass has already replaced W by W' (quantized, or FP32 for the equivalence check).
+Only the s split channels are gathered: a Gather over all K + s channels (one element at a time on
+the last axis) cost ONNX Runtime far more than the 2% extra multiply-adds OCS adds; Concat copies
+rows whole. The weight pass has already replaced W by W' (quantized, or FP32 for the equivalence
+check). Weights whose split rows are folded back at session start (qdq_weights' ocs-fold form) need
+no wiring at all.
 """
 
 from __future__ import annotations
@@ -12,17 +17,22 @@ import numpy as np
 import onnx_ir as ir
 
 GATHER_SUFFIX = "_ocs_gather"
+CONCAT_SUFFIX = "_ocs_concat"
 
 
 def is_ocs_gather(node: ir.Node | None) -> bool:
     return node is not None and node.op_type == "Gather" and (node.name or "").endswith(GATHER_SUFFIX)
 
 
+def is_ocs_concat(node: ir.Node | None) -> bool:
+    return node is not None and node.op_type == "Concat" and (node.name or "").endswith(CONCAT_SUFFIX)
+
+
 class SplitChannelsPass(ir.passes.InPlacePass):
-    """Insert Gather(x, idx, axis=-1) in front of each MatMul whose weight value is in `splits`.
+    """Feed each MatMul whose weight value is in `splits` the split channels appended to its input.
 
     `splits` maps the MatMul's weight value name (the FP32 initializer or the DequantizeLinear output)
-    to (base name, channel index). `fp32_weights` optionally replaces FP32 initializers by W'.
+    to (base name, channel index [K + s]). `fp32_weights` optionally replaces FP32 initializers by W'.
     """
 
     def __init__(self, splits: dict[str, tuple[str, np.ndarray]], fp32_weights: dict[str, np.ndarray] | None = None):
@@ -39,13 +49,20 @@ class SplitChannelsPass(ir.passes.InPlacePass):
         matmuls = [n for n in graph if n.op_type == "MatMul" and n.inputs[1] is not None and n.inputs[1].name in self.splits]
         for node in matmuls:
             base, index = self.splits[node.inputs[1].name]
-            idx = ir.Value(name=f"{base}_ocs_index", shape=ir.Shape(index.shape), type=ir.TensorType(ir.DataType.INT64),
-                           const_value=ir.tensor(np.asarray(index, dtype=np.int64), name=f"{base}_ocs_index"))
-            graph.register_initializer(idx)
-            gather = ir.node("Gather", [node.inputs[0], idx], {"axis": -1}, name=f"{base}{GATHER_SUFFIX}",
+            index = np.asarray(index, dtype=np.int64)
+            k = int(index.max()) + 1
+            if not np.array_equal(index[:k], np.arange(k)):
+                raise ValueError(f"{base}: an OCS index starts with the K original channels")
+            extra = ir.Value(name=f"{base}_ocs_index", shape=ir.Shape([index.size - k]), type=ir.TensorType(ir.DataType.INT64),
+                             const_value=ir.tensor(index[k:], name=f"{base}_ocs_index"))
+            graph.register_initializer(extra)
+            x = node.inputs[0]
+            gather = ir.node("Gather", [x, extra], {"axis": -1}, name=f"{base}{GATHER_SUFFIX}",
+                             outputs=[ir.Value(name=f"{base}_ocs_split_channels")])
+            concat = ir.node("Concat", [x, gather.outputs[0]], {"axis": -1}, name=f"{base}{CONCAT_SUFFIX}",
                              outputs=[ir.Value(name=f"{base}_ocs_input")])
-            graph.insert_before(node, gather)
-            node.replace_input_with(0, gather.outputs[0])
+            graph.insert_before(node, [gather, concat])
+            node.replace_input_with(0, concat.outputs[0])
         return ir.passes.PassResult(model, modified=bool(matmuls))
 
 
@@ -53,7 +70,7 @@ class SplitActivationsPass(ir.passes.InPlacePass):
     """OCS on activations: x => Mul(Gather(x, idx, axis=-1), factor) for the planned MatMuls reading x.
 
     `splits` maps an activation name to (index, factor, weight values): the MatMuls whose weight input is
-    one of those values (directly, or through their OCS weight Gather) read x' instead of x; the weights'
+    one of those values (directly, or through their OCS weight Gather / Concat) read x' instead of x; the weights'
     rows were already duplicated by the weight pass. Other readers of x (residual Add) keep x.
     """
 
@@ -66,11 +83,7 @@ class SplitActivationsPass(ir.passes.InPlacePass):
         values = {v.name: v for n in graph for v in n.outputs} | {v.name: v for v in graph.inputs}
         for name, (index, factor, weights) in self.splits.items():
             x = values[name]
-            readers = []
-            for node, i in list(x.uses()):
-                matmul = node.outputs[0].uses()[0][0] if is_ocs_gather(node) else node
-                if i == 0 and matmul.op_type == "MatMul" and matmul.inputs[1].name in weights:
-                    readers.append(node)
+            readers = [(node, i) for node, i in list(x.uses()) if _reads_for(node, i, weights)]
             base = name.replace("/", "_").strip("_") or "act"
             idx = ir.Value(name=f"{base}_ocs_act_index", shape=ir.Shape(index.shape),
                            type=ir.TensorType(ir.DataType.INT64), const_value=ir.tensor(np.asarray(index, np.int64)))
@@ -86,9 +99,17 @@ class SplitActivationsPass(ir.passes.InPlacePass):
                 graph.insert_before(graph[0], [gather, mul])
             else:
                 graph.insert_after(producer, [gather, mul])
-            for node in readers:
-                node.replace_input_with(0, mul.outputs[0])
+            for node, i in readers:
+                node.replace_input_with(i, mul.outputs[0])
         return ir.passes.PassResult(model, modified=bool(self.splits))
+
+
+def _reads_for(node: ir.Node, i: int, weights: set[str]) -> bool:
+    """Whether input i of `node` is the activation input of a MatMul with one of `weights`, directly or
+    through that MatMul's OCS weight wiring (Gather of the split channels -> Concat)."""
+    while is_ocs_gather(node) or is_ocs_concat(node):
+        node, i = node.outputs[0].uses()[0]
+    return node.op_type == "MatMul" and i == 0 and node.inputs[1].name in weights
 
 
 def split_activation_name(name: str) -> str:

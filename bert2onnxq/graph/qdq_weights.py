@@ -1,15 +1,26 @@
 """Pass: FP32 MatMul weights -> packed integer initializer + scale (+ zero point) + DequantizeLinear.
 
 Rewrite rule, for each planned weight W feeding MatMul(x, W):
-    MatMul(x, W)  =>  MatMul(x, DequantizeLinear(W_q, W_scale[, W_zero_point], axis, block_size))
+    MatMul(x, W)  =>  MatMul(x, DequantizeLinear(form(W_q), W_scale[, W_zero_point], axis, block_size))
 W_q is stored in the smallest container holding its bits (INT2 / INT4 / INT8, unsigned when
 asymmetric), packed as ONNX packs sub-byte types, so the file size shows the packing.
 
-Per-tensor / per-channel INT2 and INT4 values pass through Cast(to int8) before DequantizeLinear:
-ONNX Runtime 1.31 fuses DQ(int2) + quantized activations into a MatMulIntegerToFloat that rejects
-int2, and leaves DQ(int4) unfused (float MatMul on weights dequantized at every run). The Cast is
-constant-folded at session start: 2/4-bit on disk, int8 integer kernels at run time. Blocked
-(group) weights need no Cast: ONNX Runtime fuses DQ(blocked) -> MatMul into MatMulNBits.
+`form` (QuantizedTensor.form) is made of constant ops that ONNX Runtime folds at session start, so the
+file keeps the planned bits while the session runs the kernel the plan chose (plan.KERNELS):
+
+* plain: W_q [-> Cast(load_as)]. The CPU target casts per-tensor/per-channel INT2 and INT4 to int8
+  (ORT 1.31 fuses DQ(int2) + quantized activations into a MatMulIntegerToFloat that rejects int2, and
+  leaves DQ(int4) unfused: a float MatMul on weights dequantized at every run). The CUDA target casts
+  INT2 to INT4 (CUDA has no int2 DequantizeLinear). Blocked weights need no Cast: ORT fuses
+  DQ(blocked) -> MatMul into MatMulNBits.
+* ocs-fold: Cast(int8) [- zero point] -> ScatterND(rows 0..K-1, channel of each appended row,
+  appended rows, reduction=add): OCS's duplicated rows summed back onto their input channel
+  (numerics.fold_ocs). The MatMul then reads x itself: no Gather, no extra multiply-adds.
+* requant: [Cast(int8) - zero point ->] Cast(float) -> QuantizeLinear(int8, blocked scale
+  requant_scale / block scale): a group-wise weight requantized to int8 per output channel
+  (numerics.requantize_int8) so that ORT runs it on its int8 GEMM instead of MatMulNBits.
+Both chains are short and narrow on purpose: ORT keeps what it folds resident, so every full-size
+intermediate costs its bytes at load and after (int8 where the values allow it).
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from ..numerics import QuantParams, container, pack
 
 _DTYPES = {name: getattr(ir.DataType, name.upper()) for name in ("int8", "uint8", "int4", "uint4", "int2", "uint2")}
 INT2_OPSET = 25
+FORMS = ("plain", "ocs-fold", "requant")
 
 
 @dataclass
@@ -33,6 +45,9 @@ class QuantizedTensor:
     values: np.ndarray  # integers, unpacked, same shape as the FP32 tensor (OCS: the expanded W')
     params: QuantParams
     gather_index: np.ndarray | None = None  # OCS: input channel feeding each row of W'
+    form: str = "plain"  # plain | ocs-fold | requant (module docstring)
+    load_as: str | None = None  # plain form: signed container name to Cast to at session start (int8, int4)
+    requant: QuantParams | None = None  # requant form: the per-channel int8 params
 
 
 def integer_initializer(graph: ir.Graph, name: str, values: np.ndarray, bits: int, signed: bool) -> ir.Value:
@@ -55,30 +70,78 @@ def float_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value
     return value
 
 
-def dequantize_nodes(graph: ir.Graph, base: str, values: np.ndarray, params: QuantParams) -> list[ir.Node]:
-    """[Cast,] DequantizeLinear over a new quantized initializer named after `base`; the last node's
-    output is the dequantized tensor."""
-    q = integer_initializer(graph, f"{base}_quantized", values, params.bits, params.symmetric)
-    new_nodes = []
-    zp_bits = params.bits
-    if q.type.dtype.bitwidth < 8 and not params.block_size:
-        to = ir.DataType.INT8 if params.symmetric else ir.DataType.UINT8
-        cast = ir.node("Cast", [q], {"to": to}, name=f"{base}_Cast", outputs=[ir.Value(name=f"{base}_int8")])
-        new_nodes.append(cast)
-        q, zp_bits = cast.outputs[0], 8
-    scale = float_initializer(graph, f"{base}_scale", params.scale)
-    inputs = [q, scale]
-    if params.zero_point is not None:  # same container type as the values (ONNX requires it)
-        inputs.append(integer_initializer(graph, f"{base}_zero_point", np.asarray(params.zero_point), zp_bits,
-                                          params.symmetric))
-    attributes = {}
-    if params.axis is not None:
-        attributes["axis"] = params.axis
-    if params.block_size:
-        attributes["block_size"] = params.block_size
+def int64_initializer(graph: ir.Graph, name: str, array) -> ir.Value:
+    array = np.asarray(array, dtype=np.int64)
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64),
+                     const_value=ir.tensor(array, name=name))
+    graph.register_initializer(value)
+    return value
+
+
+def _add(nodes: list[ir.Node], op: str, inputs: list, name: str, output: str | None = None, **attributes) -> ir.Value:
+    node = ir.node(op, inputs, attributes, name=name, outputs=[ir.Value(name=output or f"{name}_output")])
+    nodes.append(node)
+    return node.outputs[0]
+
+
+def _zero_point_int8(graph: ir.Graph, nodes: list[ir.Node], base: str, values: np.ndarray, bits: int) -> ir.Value:
+    zp = integer_initializer(graph, f"{base}_zero_point", values, bits, False)
+    return _add(nodes, "Cast", [zp], f"{base}_zero_point_Cast", to=ir.DataType.INT8)
+
+
+def dequantize_nodes(graph: ir.Graph, t: QuantizedTensor) -> list[ir.Node]:
+    """The nodes from `t`'s new quantized initializer to the float weight; the last one is the
+    DequantizeLinear whose output, `<name>_dequantized`, the MatMul reads (module docstring)."""
+    base, params = t.name, t.params
+    if t.form not in FORMS:
+        raise ValueError(f"unknown form {t.form!r}")
+    q = integer_initializer(graph, f"{base}_quantized", t.values, params.bits, params.symmetric)
+    zp_values = None if params.zero_point is None else np.asarray(params.zero_point)
+    nodes: list[ir.Node] = []
+    attributes = {} if params.axis is None else {"axis": params.axis}
+    if t.form == "ocs-fold":
+        # int8 all along: a wider type would hold 4x the weight's bytes per node while ORT folds
+        q = _add(nodes, "Cast", [q], f"{base}_Cast", f"{base}_int8", to=ir.DataType.INT8)
+        if zp_values is not None:
+            q = _add(nodes, "Sub", [q, _zero_point_int8(graph, nodes, base, zp_values, params.bits)], f"{base}_Sub")
+        k = int(t.gather_index.max()) + 1
+        start, end = int64_initializer(graph, f"{base}_ocs_start", [0]), int64_initializer(graph, f"{base}_ocs_k", [k])
+        stop = int64_initializer(graph, f"{base}_ocs_end", [t.values.shape[0]])
+        rows = _add(nodes, "Slice", [q, start, end], f"{base}_ocs_rows")
+        split = _add(nodes, "Slice", [q, end, stop], f"{base}_ocs_split_rows")
+        channels = int64_initializer(graph, f"{base}_ocs_channels", np.asarray(t.gather_index[k:])[:, None])
+        q = _add(nodes, "ScatterND", [rows, channels, split], f"{base}_ocs_fold", f"{base}_folded_int8", reduction="add")
+        inputs = [q, float_initializer(graph, f"{base}_scale", params.scale)]
+    elif t.form == "requant":
+        if zp_values is not None:  # zero points per block: one row of them per input row, Range(K) / B
+            k = t.values.shape[0]
+            rows = _add(nodes, "Range", [int64_initializer(graph, f"{base}_row_start", 0), int64_initializer(graph, f"{base}_k", k),
+                                         int64_initializer(graph, f"{base}_row_step", 1)], f"{base}_rows")
+            rows = _add(nodes, "Div", [rows, int64_initializer(graph, f"{base}_block_size", params.block_size)], f"{base}_block_of_row")
+            zp = _add(nodes, "Gather", [_zero_point_int8(graph, nodes, base, zp_values, params.bits), rows], f"{base}_zero_point_rows",
+                      axis=0)
+            q = _add(nodes, "Cast", [q], f"{base}_Cast", f"{base}_int8", to=ir.DataType.INT8)
+            q = _add(nodes, "Sub", [q, zp], f"{base}_Sub")
+        x = _add(nodes, "Cast", [q], f"{base}_float_Cast", f"{base}_float", to=ir.DataType.FLOAT)
+        s8 = float_initializer(graph, f"{base}_requant_scale", t.requant.scale)
+        ratio = _add(nodes, "Div", [s8, float_initializer(graph, f"{base}_scale", params.scale)], f"{base}_requant_ratio")
+        q = _add(nodes, "QuantizeLinear", [x, ratio], f"{base}_requant", f"{base}_requantized_int8", axis=0,
+                 block_size=params.block_size, output_dtype=ir.DataType.INT8)
+        inputs, attributes = [q, s8], {"axis": 1}
+    else:
+        zp_bits = params.bits
+        if t.load_as is not None:
+            to = _DTYPES[t.load_as if params.symmetric else f"u{t.load_as}"]
+            q = _add(nodes, "Cast", [q], f"{base}_Cast", f"{base}_{t.load_as}", to=to)
+            zp_bits = to.bitwidth
+        inputs = [q, float_initializer(graph, f"{base}_scale", params.scale)]
+        if zp_values is not None:  # same container type as the values (ONNX requires it)
+            inputs.append(integer_initializer(graph, f"{base}_zero_point", zp_values, zp_bits, params.symmetric))
+        if params.block_size:
+            attributes["block_size"] = params.block_size
     dq = ir.node("DequantizeLinear", inputs, attributes, name=f"{base}_DequantizeLinear",
                  outputs=[ir.Value(name=f"{base}_dequantized")])
-    return [*new_nodes, dq]
+    return [*nodes, dq]
 
 
 class QuantizeWeightsPass(ir.passes.InPlacePass):
@@ -92,7 +155,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         graph = model.graph
         for t in self.tensors:
             old = graph.initializers[t.name]
-            nodes = dequantize_nodes(graph, t.name, t.values, t.params)
+            nodes = dequantize_nodes(graph, t)
             first_use = min((graph.index(n) for n, _ in old.uses()), default=0)
             graph.insert_before(graph[first_use], nodes)
             old.replace_all_uses_with(nodes[-1].outputs[0])

@@ -1,0 +1,92 @@
+"""bert2onnxq inspect"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .app import Command, err, key_value, main
+
+out = Console(width=160)  # wide tables stay readable when piped
+
+
+@main.command(cls=Command)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--runtime/--no-runtime", default=True, show_default=True,
+              help="Also build an ONNX Runtime session and report the fusions and kernels it applies.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Provider whose session optimizations --runtime reports.")
+@click.option("--session-config", multiple=True, metavar="KEY=VALUE", help="ONNX Runtime session config entry (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+def inspect(model, runtime, device, session_config, as_json):
+    """Show what a BERT ONNX file holds and what ONNX Runtime runs for it.
+
+    \b
+    Per encoder layer and role: bits, container type, granularity, group size, OCS splits and
+    the kernel the plan chose; sizes of embeddings / encoder / rest, actual vs ideal; the plan
+    stored in the metadata; and, after ONNX Runtime's session optimizations, which fusions
+    (Attention, SkipLayerNormalization, BiasGelu, MatMulNBits, ...) apply and which kernel each
+    linear layer runs on. Works on FP32 exports and ONNX Runtime quantizer outputs too.
+    \b
+    Examples:
+      bert2onnxq inspect out/lq8/model.onnx
+      bert2onnxq inspect out/q4/model.onnx --no-runtime --json
+      bert2onnxq inspect out/ort-dynamic.onnx
+    """
+    from ..inspect import check_inspectable, inspect_model
+
+    check_inspectable(model)
+    config = dict(key_value(item) for item in session_config)
+    with err.status("inspecting ..."):
+        result = inspect_model(model, runtime=runtime, device=device, config=config)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    print_inspection(result)
+
+
+def print_inspection(r: dict) -> None:
+    out.print(f"[bold]{r['path']}[/]  {r['bytes'] / 2**20:.2f} MiB, opset {r['opset']}")
+    if r.get("plan_summary"):
+        p = r["plan"]
+        out.print(f"plan: {r['plan_summary']}")
+        out.print(f"  target {p['target']}; kernels {p['kernels']}; activations {p['activations']['bits'] or 'fp32'} "
+                  f"{p['activations']['mode']}" + (f"; OCS +{p['ocs']['channels_added']} channels, "
+                                                   f"{p['ocs']['folded_tensors']} folded" if p["ocs"]["channels_added"] else ""))
+    else:
+        out.print("plan: none in the metadata (not written by bert2onnxq convert)")
+    table = Table(title="weights", title_justify="left")
+    for col in ("layer", "role", "bits", "container", "granularity", "group", "OCS splits", "kernel", "KiB", "vs ideal"):
+        table.add_column(col, justify="right" if col in ("layer", "bits", "group", "OCS splits", "KiB", "vs ideal") else "left")
+    for w in r["weights"]:
+        ocs = f"{w['ocs_splits']} ({w['ocs_form']})" if w["ocs_splits"] else "-"
+        table.add_row("emb" if w["layer"] is None else str(w["layer"]), w["role"] or w["name"], str(w["bits"]),
+                      w["container"], w["granularity"], str(w["group_size"] or "-"), ocs, w["kernel"] or "-",
+                      f"{w['bytes'] / 1024:.0f}", f"{w['bytes'] / w['ideal_bytes']:.3f}" if w["ideal_bytes"] else "-")
+    out.print(table)
+    s = r["sizes"]
+    sizes = Table(title="size", title_justify="left")
+    for col in ("part", "MiB", "ideal MiB", "actual / ideal"):
+        sizes.add_column(col, justify="left" if col == "part" else "right")
+    for part, v in s["parts"].items():
+        sizes.add_row(part, f"{v['bytes'] / 2**20:.2f}", f"{v['ideal_bytes'] / 2**20:.2f}",
+                      f"{v['vs_ideal']:.3f}" if v["vs_ideal"] else "-")
+    sizes.add_row("graph + metadata", f"{s['graph_bytes'] / 2**20:.2f}", f"{s['graph_bytes'] / 2**20:.2f}", "1.000")
+    sizes.add_row("file", f"{s['file_bytes'] / 2**20:.2f}", f"{s['ideal_bytes'] / 2**20:.2f}", f"{s['file_vs_ideal']:.3f}",
+                  end_section=True)
+    out.print(sizes)
+    if "runtime" in r:
+        rt = r["runtime"]
+        out.print(f"ONNX Runtime {rt['session']['onnxruntime']} ({rt['providers'][0]}, ORT_ENABLE_ALL) runs:")
+        out.print("  fusions: " + (", ".join(f"{k} x{v}" for k, v in rt["fusions"].items()) or "none"))
+        nb = "; ".join(f"MatMulNBits {m['bits']}-bit block {m['block_size']} accuracy level {m['accuracy_level']}"
+                       for m in rt["matmulnbits"])
+        out.print("  linear layers: " + (", ".join(f"{v} {k}" for k, v in rt["linear_kernels"].items()) or "none")
+                  + (f" ({nb})" if nb else ""))
+        out.print(f"  left at run time: {rt['dequantize_linear_at_run_time']} DequantizeLinear, "
+                  f"{rt['float_matmul_on_dequantized_weights']} float MatMul on dequantized weights, "
+                  f"{rt['dynamic_quantize_linear']} DynamicQuantizeLinear, {rt['ocs_gathers']} OCS Gather")

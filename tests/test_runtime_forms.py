@@ -1,0 +1,248 @@
+"""Graph forms that make ONNX Runtime run the plan's kernel: exact against numerics, and the kernels really used.
+
+* OCS rows folded back at session start (ocs-fold) == numerics.fold_ocs, bit for bit; same logits as the
+  Concat + Gather form; no Gather / ScatterND / DequantizeLinear left after ORT's optimizations.
+* group-wise weights requantized per channel (--group-kernel int8) == numerics.requantize_int8, on int8 GEMMs.
+* --target cuda: weight-only DQ -> MatMul, no DynamicQuantizeLinear, no int2 reaching a DequantizeLinear.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from bert2onnxq import numerics
+from bert2onnxq.convert import ConvertOptions, convert
+from bert2onnxq.errors import BadInput
+from bert2onnxq.inspect import runtime_graph
+from bert2onnxq.numerics import QuantParams, fold_ocs, requantize_int8
+from bert2onnxq.plan import QuantPlan
+
+f32 = np.float32
+
+
+def _feeds(batch=2, seq=11, vocab=60, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, vocab, size=(batch, seq))
+    mask = np.ones_like(ids)
+    mask[-1, seq - 3:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+def _run(path, names=None, feeds=None, disable_all=False):
+    """Run `path` (with `names` added as graph outputs); ORT_ENABLE_ALL unless disable_all."""
+    model = onnx.load(str(path))
+    if names:
+        model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
+    options = ort.SessionOptions()
+    if disable_all:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(names, feeds or _feeds())
+
+
+# --- numerics -------------------------------------------------------------------------------------------------
+
+
+def _channel_params(scale, zero_point=None, bits=3):
+    return QuantParams(bits, zero_point is None, "channel", np.asarray(scale, f32), zero_point, 1, None, np.asarray(scale, f32))
+
+
+def test_fold_ocs_by_hand():
+    # K = 2 channels, rows 2 and 3 are copies of channel 0 (split twice)
+    q = np.array([[1, -3], [2, 2], [1, -2], [-1, 3]], np.int8)
+    folded = fold_ocs(q, _channel_params([0.5, 0.25]), np.array([0, 1, 0, 0]))
+    np.testing.assert_array_equal(folded, [[1, -2], [2, 2]])
+    # asymmetric: zero points are subtracted row by row before summing
+    qa = np.array([[5, 1], [4, 4], [6, 0]], np.uint8)
+    folded = fold_ocs(qa, _channel_params([0.5, 0.25], np.array([4, 2], np.uint8)), np.array([0, 1, 0]))
+    np.testing.assert_array_equal(folded, [[1 + 2, -1 - 2], [0, 2]])
+
+
+def test_fold_ocs_refuses_blocks_and_overflow():
+    q = np.full((3, 2), 100, np.int8)
+    assert fold_ocs(q, _channel_params([1.0, 1.0], bits=8), np.array([0, 1, 0])) is None  # 200 > 127
+    blocked = QuantParams(4, True, "group", np.ones((1, 2), f32), None, 0, 2, np.ones((1, 2), f32))
+    assert fold_ocs(np.zeros((3, 2), np.int8), blocked, np.array([0, 1, 0])) is None
+    with pytest.raises(ValueError):
+        fold_ocs(np.zeros((3, 2), np.int8), _channel_params([1.0, 1.0]), np.array([1, 0, 0]))
+
+
+def test_requantize_int8_by_hand():
+    # two blocks of 2 rows; column 0 has max |w| 1.5 -> step 1.5 / 127
+    q = np.array([[1, 2], [-3, 0], [2, -1], [0, 1]], np.int8)
+    p = QuantParams(3, True, "group", np.array([[0.5, 0.25], [0.25, 1.0]], f32), None, 0, 2, np.ones((2, 2), f32))
+    values, rq = requantize_int8(q, p)
+    w = numerics.dequantize(q, p)  # [[.5, .5], [-1.5, 0], [.5, -1], [0, 1]]
+    step = (np.abs(w).max(axis=0) / 127).astype(f32)
+    np.testing.assert_array_equal(rq.scale, step)
+    np.testing.assert_array_equal(values, np.rint(w / step).astype(np.int8))
+    assert values.dtype == np.int8 and np.abs(values).max() == 127 and rq.axis == 1 and rq.bits == 8
+    assert np.abs(numerics.dequantize(values, rq) - w).max() <= step.max() / 2 * (1 + 1e-6)
+
+
+# --- graphs ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits,symmetric", [(3, True), (3, False), (2, False)])
+def test_ocs_fold_is_exact_and_runs_int8(tiny_onnx, tmp_path, bits, symmetric):
+    src = str(tiny_onnx["classification"])
+    options = ConvertOptions(method="ocs", bits=bits, symmetric=symmetric, ocs_ratio=0.05)
+    summary = convert(src, tmp_path / "fold.onnx", options)
+    plan = summary["plan"]
+    assert {t.ocs_form for t in plan.weights} == {"fold"} and {t.kernel for t in plan.weights} == {"int8"}
+    assert plan.ocs_overhead()["extra_macs_per_token"] == 0 and plan.ocs_overhead()["extra_params"] > 0
+    model = onnx.load(str(tmp_path / "fold.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    inits = {i.name: i for i in model.graph.initializer}
+    t = plan.weights[0]
+    assert list(inits[f"{t.name}_quantized"].dims) == [t.shape[0] + len(t.ocs_channels), t.shape[1]]  # W' on disk
+    # the weight ORT folds at load is numerics' fold, times the per-channel scale
+    names = [f"{t.name}_dequantized" for t in plan.weights]
+    got = _run(tmp_path / "fold.onnx", names, disable_all=True)
+    from bert2onnxq.convert import load_ir, quantize_weight, weight_array
+
+    fp32 = load_ir(tiny_onnx["classification"])
+    for t, value in zip(plan.weights, got):
+        matrix, params, index = quantize_weight(weight_array(fp32, t.name), t)
+        expected = fold_ocs(numerics.quantize(matrix, params), params, index).astype(f32) * params.scale.astype(f32)
+        np.testing.assert_array_equal(value, expected)
+    # same logits as the Concat + Gather form, and ORT runs plain int8 GEMMs on it
+    gather = QuantPlan.from_json(plan.to_json())
+    for t in gather.weights:
+        t.ocs_form = "gather"
+    convert(src, tmp_path / "gather.onnx", plan=gather)
+    gathers = [n for n in onnx.load(str(tmp_path / "gather.onnx")).graph.node if n.name.endswith("_ocs_gather")]
+    assert len(gathers) == len(plan.weights)
+    np.testing.assert_array_equal(_run(tmp_path / "fold.onnx")[0], _run(tmp_path / "gather.onnx")[0])
+    rt = runtime_graph(tmp_path / "fold.onnx")
+    assert rt["linear_kernels"].get("int8") == len(plan.weights)
+    assert rt["dequantize_linear_at_run_time"] == 0 and rt["ocs_gathers"] == 0 and "ScatterND" not in rt["ops"]
+
+
+def test_ocs_gather_only_reads_split_channels(tiny_onnx, tmp_path):
+    """8-bit OCS sums do not fit int8: Concat(x, Gather(x, split channels)) on the uint8 activation."""
+    summary = convert(str(tiny_onnx["classification"]), tmp_path / "o.onnx", ConvertOptions(method="ocs", bits=8, ocs_ratio=0.05))
+    plan = summary["plan"]
+    assert {t.ocs_form for t in plan.weights} == {"gather"}
+    model = onnx.load(str(tmp_path / "o.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    for t in plan.weights:
+        index = onnx.numpy_helper.to_array(inits[f"{t.name}_ocs_index"])
+        assert index.tolist() == t.ocs_channels  # only the split channels are gathered
+    concat = [n for n in model.graph.node if n.name.endswith("_ocs_concat")]
+    producers = {o: n for n in model.graph.node for o in n.output}
+    assert concat and all(producers[n.input[0]].op_type == "DynamicQuantizeLinear" for n in concat)  # on uint8
+    rt = runtime_graph(tmp_path / "o.onnx")
+    assert rt["linear_kernels"].get("int8") == len(plan.weights) and rt["dequantize_linear_at_run_time"] == 0
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_group_requant_is_exact_and_runs_int8(tiny_onnx, tmp_path, symmetric):
+    src = str(tiny_onnx["classification"])
+    options = ConvertOptions(bits=4, granularity="group", group_size=16, symmetric=symmetric, group_kernel="int8")
+    summary = convert(src, tmp_path / "rq.onnx", options)
+    plan = summary["plan"]
+    assert {t.kernel for t in plan.weights} == {"int8-requant"}
+    assert all(0 < t.stats["requant_mse"] < t.stats["mse"] for t in plan.weights)  # a second, smaller rounding
+    model = onnx.load(str(tmp_path / "rq.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    stored = {f"{t.name}_quantized" for t in plan.weights}
+    assert {i.data_type for i in model.graph.initializer if i.name in stored} == \
+        {onnx.TensorProto.INT4 if symmetric else onnx.TensorProto.UINT4}  # 4-bit group-wise on disk
+    names = [f"{t.name}_dequantized" for t in plan.weights]
+    got = _run(tmp_path / "rq.onnx", names, disable_all=True)
+    from bert2onnxq.convert import load_ir, quantize_weight, weight_array
+
+    fp32 = load_ir(tiny_onnx["classification"])
+    for t, value in zip(plan.weights, got):
+        matrix, params, _ = quantize_weight(weight_array(fp32, t.name), t)
+        q8, rq = requantize_int8(numerics.quantize(matrix, params), params)
+        np.testing.assert_array_equal(value, numerics.dequantize(q8, rq))
+    rt = runtime_graph(tmp_path / "rq.onnx")
+    assert rt["linear_kernels"].get("int8") == len(plan.weights) and "nbits" not in rt["linear_kernels"]
+    assert rt["dequantize_linear_at_run_time"] == 0
+    # close to the exact group-wise graph (MatMulNBits): one extra rounding of half an int8 step
+    convert(src, tmp_path / "nbits.onnx", ConvertOptions(bits=4, granularity="group", group_size=16, symmetric=symmetric))
+    a, b = _run(tmp_path / "rq.onnx")[0], _run(tmp_path / "nbits.onnx")[0]
+    assert np.abs(a - b).max() < 0.05 * np.abs(b).max() + 1e-3
+
+
+def test_default_graphs_run_on_the_planned_kernels(tiny_onnx, tmp_path):
+    src = str(tiny_onnx["classification"])
+    for options, kernel, ort_kernel in ((ConvertOptions(), "int8", "int8"),
+                                        (ConvertOptions(bits=4), "int8", "int8"),
+                                        (ConvertOptions(bits=4, granularity="group", group_size=16), "matmulnbits", "nbits")):
+        summary = convert(src, tmp_path / "m.onnx", options)
+        assert {t.kernel for t in summary["plan"].weights} == {kernel}
+        rt = runtime_graph(tmp_path / "m.onnx")
+        assert rt["linear_kernels"].get(ort_kernel) == 12 and rt["dequantize_linear_at_run_time"] == 0
+
+
+@pytest.mark.parametrize("bits,granularity", [(2, "group"), (2, "channel"), (4, "channel"), (8, "channel")])
+def test_cuda_target_writes_weight_only_native_patterns(tiny_onnx, tmp_path, bits, granularity):
+    """CUDA has no DynamicQuantizeLinear and no int2 DequantizeLinear/MatMulNBits: DQ(int4/int8) -> MatMul only.
+    No GPU here: the structure is checked, and the graph is run on the CPU provider for its numerics."""
+    summary = convert(str(tiny_onnx["classification"]), tmp_path / "c.onnx",
+                      ConvertOptions(bits=bits, granularity=granularity, group_size=16, target="cuda", act_bits=None))
+    plan = summary["plan"]
+    assert plan.target == "cuda" and {t.kernel for t in plan.weights} == {"matmulnbits"}
+    model = onnx.load(str(tmp_path / "c.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger", "ScatterND"}
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and n.output[0].endswith("_dequantized"):
+            src_type = types.get(n.input[0]) or {a.name: a.i for a in producers[n.input[0]].attribute}["to"]
+            assert src_type in (onnx.TensorProto.INT4, onnx.TensorProto.INT8,  # never (u)int2 at the DQ
+                                onnx.TensorProto.UINT4, onnx.TensorProto.UINT8)
+            consumers = [m for m in model.graph.node if n.output[0] in m.input]
+            assert [m.op_type for m in consumers] == ["MatMul"] and consumers[0].input[1] == n.output[0]
+    stored = {types[f"{t.name}_quantized"] for t in plan.weights}
+    signed = bits >= 4  # the default grid: asymmetric (unsigned containers) at 2-3 bits
+    expected = {2: ("INT2", "UINT2"), 4: ("INT4", "UINT4"), 8: ("INT8", "UINT8")}[bits][0 if signed else 1]
+    assert stored == {getattr(onnx.TensorProto, expected)}
+    names = [f"{t.name}_dequantized" for t in plan.weights]
+    got = _run(tmp_path / "c.onnx", names, disable_all=True)
+    from bert2onnxq.convert import load_ir, quantize_weight, weight_array
+
+    fp32 = load_ir(tiny_onnx["classification"])
+    for t, value in zip(plan.weights, got):
+        matrix, params, _ = quantize_weight(weight_array(fp32, t.name), t)
+        np.testing.assert_array_equal(value, numerics.dequantize(numerics.quantize(matrix, params), params))
+    rt = runtime_graph(tmp_path / "c.onnx")  # CPU provider: the same DQ -> MatMulNBits fusion CUDA registers
+    assert rt["linear_kernels"].get("nbits") == 12 and all(m["bits"] in (4, 8) for m in rt["matmulnbits"])
+
+
+def test_target_and_kernel_errors(tiny_onnx, tmp_path):
+    src = str(tiny_onnx["classification"])
+    with pytest.raises(BadInput, match="weight-only"):
+        convert(src, tmp_path / "a.onnx", ConvertOptions(target="cuda"))  # 8-bit activations on CUDA
+    with pytest.raises(BadInput, match="--target cpu and --act-bits 8"):
+        convert(src, tmp_path / "a.onnx", ConvertOptions(granularity="group", group_kernel="int8", act_bits=None))
+    with pytest.raises(BadInput, match="unknown target"):
+        convert(src, tmp_path / "a.onnx", ConvertOptions(target="tpu"))
+    plan = convert(src, tmp_path / "ok.onnx", ConvertOptions())["plan"]
+    plan.target, plan.activations.bits = "cuda", None
+    with pytest.raises(BadInput, match="int8 GEMM"):
+        convert(src, tmp_path / "a.onnx", plan=QuantPlan.from_json(plan.to_json()))
+    assert not (tmp_path / "a.onnx").exists()
+
+
+def test_old_plans_without_kernels_get_the_default(tiny_onnx, tmp_path):
+    import json
+
+    plan = convert(str(tiny_onnx["classification"]), tmp_path / "a.onnx", ConvertOptions(bits=4))["plan"]
+    raw = json.loads(plan.to_json())
+    raw.pop("target")
+    for t in raw["weights"]:
+        t.pop("kernel"), t.pop("ocs_form")
+    again = convert(str(tiny_onnx["classification"]), tmp_path / "b.onnx", plan=QuantPlan.from_json(json.dumps(raw)))["plan"]
+    assert again.target == "cpu" and {t.kernel for t in again.weights} == {"int8"}
+    a = {i.name: i.raw_data for i in onnx.load(str(tmp_path / "a.onnx")).graph.initializer}
+    b = {i.name: i.raw_data for i in onnx.load(str(tmp_path / "b.onnx")).graph.initializer}
+    assert a == b
