@@ -32,6 +32,7 @@ class ConvertOptions:
     bits: int = 8
     granularity: str = "channel"
     group_size: int = 128
+    groups: int = 128  # neuron-group: ranges per matrix (Q-BERT's 128)
     symmetric: bool = True
     distribution: str = "laplace"  # ACIQ prior
     clip: str = "none"  # OCS only: none | aciq (LQ and ACIQ imply their own)
@@ -50,7 +51,9 @@ class ConvertOptions:
         if not 2 <= self.bits <= 8:
             raise BadInput(f"--bits {self.bits} is outside 2..8")
         if self.granularity not in numerics.GRANULARITIES:
-            raise BadInput(f"unknown granularity '{self.granularity}': choose tensor, channel or group")
+            raise BadInput(f"unknown granularity '{self.granularity}': choose {', '.join(numerics.GRANULARITIES)}")
+        if self.granularity == "neuron-group" and self.groups < 1:
+            raise BadInput(f"--groups {self.groups} must be at least 1")
         if self.method == "ocs" and not 0 <= self.ocs_ratio <= 1:
             raise BadInput(f"--ocs-ratio {self.ocs_ratio} must be in 0..1 (the paper's grid: 0, 0.01, 0.02, 0.05)")
         if self.emb_bits not in (None, 8, 4):
@@ -71,6 +74,8 @@ def quantize_weight(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.
     """The plan's decision for one weight, turned into (matrix to quantize, its scales, OCS channel
     index or None) by numerics; OCS expands W [K, N] to W' [K + splits, N]."""
     common = dict(symmetric=t.symmetric, granularity=t.granularity, group_size=t.group_size)
+    if t.granularity == "neuron-group":
+        common.update(groups=t.groups, heads=t.heads)
     method = "lq" if t.clip == "none" else "aciq"
     if method == "aciq":
         common["distribution"] = t.clip.removeprefix("aciq-")
@@ -96,6 +101,8 @@ def decide_plan(model: ir.Model, options: ConvertOptions, sites: list[WeightSite
             continue
         t = TensorPlan(site.name, site.role, site.layer, site.shape, options.bits, options.symmetric,
                        options.granularity, options.group_size if options.granularity == "group" else None, clip)
+        if options.granularity == "neuron-group":
+            t.groups, t.heads = neuron_grouping(model, site, options.groups)
         if clip != "none":
             t.alpha_ratio = numerics.optimal_alpha(options.bits, clip.removeprefix("aciq-"))
         if options.method == "ocs":
@@ -114,6 +121,21 @@ def decide_plan(model: ir.Model, options: ConvertOptions, sites: list[WeightSite
     return QuantPlan(options.method, weights, embeddings, acts, list(options.skip), _source_info(model))
 
 
+def neuron_grouping(model: ir.Model, site: WeightSite, groups: int) -> tuple[int, int | None]:
+    """(groups, heads) for one weight: at most one group per output column; query/key/value groups
+    respect the attention heads recorded at export (bert2onnxq.num_heads)."""
+    groups = min(groups, site.shape[1])
+    if site.role not in ("query", "key", "value"):
+        return groups, None
+    heads = model.metadata_props.get("bert2onnxq.num_heads")
+    if heads is None or not heads.isdigit():
+        raise BadInput("the model has no bert2onnxq.num_heads metadata, so neuron groups cannot follow the "
+                       "attention heads: re-export it with 'bert2onnxq export'")
+    if site.shape[1] % int(heads):
+        raise BadInput(f"'{site.name}' has {site.shape[1]} outputs, not a multiple of {heads} heads")
+    return groups, int(heads)
+
+
 def embedding_block(hidden: int) -> int:
     """Row block for 4-bit tables: the largest power of two >= 16 dividing the hidden size
     (ONNX Runtime's GatherBlockQuantized needs one), else the whole row."""
@@ -128,7 +150,8 @@ def embedding_block(hidden: int) -> int:
 def _source_info(model: ir.Model) -> dict:
     meta = model.metadata_props
     return {k.removeprefix("bert2onnxq."): meta[k] for k in ("bert2onnxq.source_model", "bert2onnxq.head",
-                                                               "bert2onnxq.num_layers", "bert2onnxq.hidden_size") if k in meta}
+                                                               "bert2onnxq.num_layers", "bert2onnxq.hidden_size",
+                                                               "bert2onnxq.num_heads") if k in meta}
 
 
 def quantize_tensors(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTensor], list[QuantizedTensor]]:
@@ -163,7 +186,7 @@ def _stats(w: np.ndarray, q: np.ndarray, params: numerics.QuantParams) -> dict:
     deq = numerics.dequantize(q, params)
     step = numerics.expand_scale(params.scale, w.shape, params.axis, params.block_size)
     return {
-        "num_scales": int(scale.size),
+        "num_scales": params.num_scales,
         "scale_min": float(scale.min()), "scale_max": float(scale.max()), "scale_mean": float(scale.mean()),
         "max_abs": float(np.abs(w).max()),
         # inside the range the error is at most half a step; beyond it, the value was clipped

@@ -28,7 +28,7 @@ class TensorPlan:
     shape: tuple[int, ...]
     bits: int
     symmetric: bool = True
-    granularity: str = "channel"  # tensor | channel | group (weights); embeddings are always per row
+    granularity: str = "channel"  # tensor | channel | group | neuron-group (weights); embeddings are per row
     group_size: int | None = None
     clip: str = "none"  # none | aciq-laplace | aciq-gauss
     alpha_ratio: float | None = None  # ACIQ's alpha in units of b (Laplace) or sigma (Gaussian)
@@ -36,6 +36,8 @@ class TensorPlan:
     ocs_grid_aware: bool = False
     ocs_channels: list[int] = field(default_factory=list)  # original input channel of each appended row
     stats: dict = field(default_factory=dict)  # scale statistics, clipped fraction, weight MSE
+    groups: int | None = None  # neuron-group: ranges per matrix (runs of output columns)
+    heads: int | None = None  # neuron-group on query/key/value: runs never straddle these attention heads
 
     @property
     def num_params(self) -> int:

@@ -4,8 +4,8 @@ from .aciq import DISTRIBUTIONS, gauss_mse, laplace_mse, optimal_alpha
 from .ocs import OCSSplit, grid_aware, num_splits, ocs_params, ocs_split
 from .packing import container_bits, container_bytes, ideal_bytes, pack, unpack
 from .quant import (GRANULARITIES, QuantParams, aciq_params, container, dequantize, expand_scale, int_range,
-                    lq_params, mse, quantize, weight_ranges)
+                    lq_params, mse, neuron_groups, quantize, weight_ranges)
 
 __all__ = ["DISTRIBUTIONS", "GRANULARITIES", "QuantParams", "aciq_params", "container", "container_bits",
            "container_bytes", "dequantize", "expand_scale", "gauss_mse", "ideal_bytes", "int_range",
-           "laplace_mse", "lq_params", "mse", "OCSSplit", "grid_aware", "num_splits", "ocs_params", "ocs_split", "optimal_alpha", "pack", "quantize", "unpack", "weight_ranges"]
+           "laplace_mse", "lq_params", "mse", "neuron_groups", "OCSSplit", "grid_aware", "num_splits", "ocs_params", "ocs_split", "optimal_alpha", "pack", "quantize", "unpack", "weight_ranges"]
