@@ -6,6 +6,7 @@ import fnmatch
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
@@ -20,7 +21,10 @@ from .graph.qdq_weights import QuantizedTensor, QuantizeWeightsPass
 from .onnx_io import atomic_output, load_onnx, save_onnx
 from .plan import ActivationPlan, QuantPlan, TensorPlan, check_plan_fits
 
-METHODS = ("lq", "aciq", "ocs")
+if TYPE_CHECKING:
+    from .qbert import QBertOptions
+
+METHODS = ("lq", "aciq", "ocs", "qbert")
 DEFAULT_SKIP = ()  # pooler and classifier are never encoder weights, so they stay FP32 anyway
 
 
@@ -44,6 +48,7 @@ class ConvertOptions:
     calib_samples: int = 128
     emb_bits: int | None = 8
     skip: tuple[str, ...] = field(default_factory=tuple)
+    qbert: QBertOptions | None = None  # --method qbert: Hessian analysis and bit allocation
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -232,10 +237,12 @@ def convert(
     plan: QuantPlan | None = None,
     plan_out: Path | None = None,
     calibrate=None,
+    progress=None,
 ) -> dict:
     """Convert an FP32 ONNX (or an HF model, exported first) into a quantized ONNX at `output`.
 
-    `calibrate(fp32_path, activation_names) -> {name: [lo, hi]}` supplies static activation ranges.
+    `calibrate(fp32_path, activation_names) -> {name: [lo, hi]}` supplies static activation ranges;
+    `progress(label, total) -> advance(n)` shows long analyses (Q-BERT's Hessian).
     """
     output = Path(output)
     if output.suffix != ".onnx":
@@ -244,7 +251,11 @@ def convert(
         fp32_path = _fp32_source(source, tmp)
         model = load_ir(fp32_path)
         sites = check_quantizable(model)
-        if plan is None:
+        if plan is None and options is not None and options.method == "qbert":
+            from .qbert import decide_qbert_plan  # imports torch; only Q-BERT needs it
+
+            plan = decide_qbert_plan(model, options, sites, source, progress)
+        elif plan is None:
             plan = decide_plan(model, options or ConvertOptions(), sites)
         check_plan_fits(plan, {name: tuple(v.shape.numpy()) for name, v in model.graph.initializers.items()})
         if plan.activations.mode == "static" and not plan.activations.ranges:

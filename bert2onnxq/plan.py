@@ -69,6 +69,7 @@ class QuantPlan:
     activations: ActivationPlan = field(default_factory=ActivationPlan)
     skip: list[str] = field(default_factory=list)
     source: dict = field(default_factory=dict)  # the FP32 model it was made for (head, layers, hidden)
+    analysis: dict = field(default_factory=dict)  # what the method measured to decide (Q-BERT: Hessian, bits)
     version: int = PLAN_VERSION
 
     # --- JSON ---
@@ -88,6 +89,7 @@ class QuantPlan:
                 activations=ActivationPlan(**raw.get("activations", {})),
                 skip=list(raw.get("skip", [])),
                 source=dict(raw.get("source", {})),
+                analysis=dict(raw.get("analysis", {})),
             )
         except BadInput:
             raise
