@@ -18,12 +18,15 @@ import numpy as np
 import onnx_ir as ir
 
 from . import hessian, numerics
-from .convert import ConvertOptions, decide_plan, quantize_weight, weight_array
+from .convert import ConvertOptions, decide_plan, weight_array
 from .errors import BadInput
 from .graph.locate import WeightSite
 from .plan import QuantPlan, TensorPlan
 
 ORDERS = ("hessian", "reverse")
+# The grid Q-BERT's 2-4 bits get unless told otherwise: all 2^bits levels (a narrow symmetric 2-bit grid is
+# ternary) and ACIQ clipping; chosen from benchmarks/results/qbert_table.md (--grid-ablation rows).
+DEFAULTS = {"granularity": "neuron-group", "groups": 128, "symmetric": False, "clip": "aciq"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class QBertOptions:
     tol: float = 1e-3
     seed: int = 0
     threads: int | None = None  # torch intra-op threads for the analysis (None: torch's default)
+    hessian: dict | None = None  # a plan's recorded analysis["hessian"]: re-decide the bits without recomputing
 
     def check(self) -> None:
         if self.order not in ORDERS:
@@ -60,9 +64,14 @@ class QBertOptions:
                                f"({min(self.bit_choices)}) and 8")
         if self.batches < 1 or self.batch_size < 1 or self.max_iter < 1:
             raise BadInput("--hessian-batches, --hessian-batch-size and --hessian-iters must be positive")
-        if self.task is None:
+        if self.task is None and self.hessian is None:
             raise BadInput("--method qbert needs --task (and its data: --data-dir or --calib-file) to compute "
-                           "the Hessian on train batches; or re-apply a saved plan with --plan")
+                           "the Hessian on train batches; or reuse a recorded one with --hessian-from PLAN.json")
+
+
+def qbert_convert_options(qbert: QBertOptions, **overrides) -> ConvertOptions:
+    """ConvertOptions for --method qbert with Q-BERT's defaults (neuron groups, asymmetric, ACIQ)."""
+    return ConvertOptions(method="qbert", qbert=qbert, **{**DEFAULTS, **overrides})
 
 
 def decide_qbert_plan(model: ir.Model, options: ConvertOptions, sites: list[WeightSite], source: str,
@@ -78,23 +87,21 @@ def decide_qbert_plan(model: ir.Model, options: ConvertOptions, sites: list[Weig
         raise BadInput("--skip left no encoder weight to quantize")
     layers = sorted({t.layer for t in plan.weights})
 
-    hf = hf_source(model, source, qb.hf_model)
-    loaded = load_matching_hf_model(hf, model, sites)
-    start = time.perf_counter()
-    sensitivities, batches = _hessian(loaded, qb, max(layers) + 1, progress)
-    seconds = time.perf_counter() - start
-    sens = [sensitivities[layer] for layer in layers]
-    omegas = [s.omega for s in sens]
+    if qb.hessian is not None:  # a recorded analysis (--hessian-from): re-decide the bits only
+        record = _recorded(qb.hessian, layers)
+    else:
+        record = analyse(model, source, sites, qb, max(layers) + 1, progress)
+    by_layer_record = {entry["layer"]: entry for entry in record["layers"]}
+    omegas = [by_layer_record[layer]["omega"] for layer in layers]
 
     sizes = [sum(t.num_params for t in plan.weights if t.layer == layer) for layer in layers]
-    perturbation = [{b: _squared_error(model, plan, layer, b) for b in choices} for layer in layers]
     if qb.mix:
         bits = hessian.fixed_mix(omegas, *qb.mix)
         rule = f"fixed mix {qb.mix[0]}/{qb.mix[1]}: the more sensitive half of the layers (by Omega) gets {qb.mix[1]} bits"
     else:
-        bits = hessian.allocate_bits(omegas, qb.avg_bits, choices, sizes, perturbation)
-        rule = (f"average {qb.avg_bits:g} bits over {','.join(map(str, choices))}, monotone in Omega, "
-                "min sum Omega x ||W - Q(W)||^2 among the assignments that use the whole budget")
+        bits = hessian.allocate_bits(omegas, qb.avg_bits, choices, sizes)
+        rule = (f"average {qb.avg_bits:g} bits over {','.join(map(str, choices))}, monotone in Omega, the whole "
+                "budget, the most bits on the most sensitive layers")
     if qb.order == "reverse":
         bits = hessian.reverse(bits, omegas)
     by_layer = dict(zip(layers, bits))
@@ -102,45 +109,53 @@ def decide_qbert_plan(model: ir.Model, options: ConvertOptions, sites: list[Weig
         _set_bits(t, by_layer[t.layer])
     plan.method = "qbert"
     plan.analysis = {
-        "hessian": {
-            "model": hf, "task": qb.task, "data": str(qb.calib_file or qb.data_dir or "hub"),
-            "batches": len(batches), "batch_size": qb.batch_size, "tokens": int(sum(int(b["attention_mask"].sum()) for b in batches)),
-            "max_iter": qb.max_iter, "tol": qb.tol, "seed": qb.seed, "threads": _threads(qb.threads),
-            "seconds": round(seconds, 2),
-            "weights": "query, key, value, attention output, intermediate, output Linear weights of each layer",
-            "layers": [{"layer": layer, "omega": s.omega, "mean": s.mean, "std": s.std,
-                        "eigenvalues": s.eigenvalues, "iterations": s.iterations,
-                        "converged": s.converged, "seconds": round(s.seconds, 2)}
-                       for layer, s in zip(layers, sens)],
-        },
+        "hessian": record,
         "allocation": {
             "rule": rule, "order": qb.order,
-            "bits": [{"layer": layer, "bits": b, "omega": o, "squared_error": {str(c): perturbation[i][c] for c in choices}}
-                     for i, (layer, b, o) in enumerate(zip(layers, bits, omegas))],
+            "bits": [{"layer": layer, "bits": b, "omega": o} for layer, b, o in zip(layers, bits, omegas)],
             "avg_bits": float(np.dot(bits, sizes) / sum(sizes)),
         },
     }
     return plan
 
 
+def analyse(model: ir.Model, source: str, sites: list[WeightSite], qb: QBertOptions, num_layers: int,
+            progress=None) -> dict:
+    """The Hessian record of a plan: per layer the top eigenvalue of each batch, mean, std, Omega; settings, time."""
+    hf = hf_source(model, source, qb.hf_model)
+    loaded = load_matching_hf_model(hf, model, sites)
+    start = time.perf_counter()
+    sensitivities, batches = _hessian(loaded, qb, num_layers, progress)
+    seconds = time.perf_counter() - start
+    return {
+        "model": hf, "task": qb.task, "data": str(qb.calib_file or qb.data_dir or "hub"),
+        "batches": len(batches), "batch_size": qb.batch_size,
+        "tokens": int(sum(int(b["attention_mask"].sum()) for b in batches)),
+        "max_iter": qb.max_iter, "tol": qb.tol, "seed": qb.seed, "threads": _threads(qb.threads),
+        "seconds": round(seconds, 2),
+        "weights": "query, key, value, attention output, intermediate, output Linear weights of each layer",
+        "layers": [{"layer": s.layer, "omega": s.omega, "mean": s.mean, "std": s.std, "eigenvalues": s.eigenvalues,
+                    "iterations": s.iterations, "converged": s.converged, "seconds": round(s.seconds, 2)}
+                   for s in (sensitivities[i] for i in range(num_layers))],
+    }
+
+
+def _recorded(record: dict, layers: list[int]) -> dict:
+    try:
+        have = {entry["layer"] for entry in record["layers"] if isinstance(entry["omega"], (int, float))}
+    except (KeyError, TypeError):
+        raise BadInput("--hessian-from holds no Q-BERT Hessian record: pass a plan written by "
+                       "'convert --method qbert --plan-out'") from None
+    missing = sorted(set(layers) - have)
+    if missing:
+        raise BadInput(f"the recorded Hessian has no layer(s) {missing}: it was made for another model")
+    return record
+
+
 def _set_bits(t: TensorPlan, bits: int) -> None:
     t.bits = bits
     if t.clip != "none":
         t.alpha_ratio = numerics.optimal_alpha(bits, t.clip.removeprefix("aciq-"))
-
-
-def _squared_error(model: ir.Model, plan: QuantPlan, layer: int, bits: int) -> float:
-    """||W - Q(W)||^2 summed over the layer's planned weights at `bits` (the plan's grid and groups)."""
-    total = 0.0
-    for t in plan.weights:
-        if t.layer != layer:
-            continue
-        trial = replace(t, stats={})
-        _set_bits(trial, bits)
-        w = weight_array(model, t.name)
-        matrix, params, _ = quantize_weight(w, trial)
-        total += float(numerics.mse(matrix, numerics.dequantize(numerics.quantize(matrix, params), params))) * matrix.size
-    return total
 
 
 def hf_source(model: ir.Model, source: str, override: str | None) -> str:
@@ -201,4 +216,4 @@ def _hessian(loaded, qb: QBertOptions, num_layers: int, progress):
     return {s.layer: s for s in sens}, batches
 
 
-__all__ = ["QBertOptions", "decide_qbert_plan", "hf_source", "ORDERS"]
+__all__ = ["DEFAULTS", "ORDERS", "QBertOptions", "decide_qbert_plan", "hf_source", "qbert_convert_options"]

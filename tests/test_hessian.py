@@ -173,20 +173,6 @@ def test_allocate_bits_uneven_steps_and_sizes():
         hessian.allocate_bits([1.0, 2.0], 1.5, (2, 3))
 
 
-def test_allocate_bits_with_perturbation_minimises_omega_weighted_error():
-    rng = np.random.default_rng(1)
-    choices = (2, 3, 4)
-    for trial in range(100):
-        n = 6
-        omegas = list(rng.exponential(size=n) * 10)
-        base = rng.uniform(0.5, 2.0, size=n)
-        errors = [{b: float(base[i] * 4.0 ** (4 - b) * rng.uniform(0.8, 1.2)) for b in choices} for i in range(n)]
-        bits = hessian.allocate_bits(omegas, 3, choices, perturbation=errors)
-        candidates = [b for b in itertools.product(choices, repeat=n) if sum(b) == 18 and _monotone(b, omegas)]
-        cost = {b: sum(omegas[i] * errors[i][b[i]] for i in range(n)) for b in candidates}
-        assert sum(bits) == 18 and cost[tuple(bits)] == pytest.approx(min(cost.values()))
-
-
 def test_fixed_mix_and_reverse():
     omegas = [5.0, 9.0, 1.0, 3.0, 7.0, 2.0]
     mix = hessian.fixed_mix(omegas, 2, 3)

@@ -39,6 +39,8 @@ def optgroup_qbert(f):
                      help="reverse: the same bits, most to the least sensitive layers (the control experiment)."),
         click.option("--hf-model", type=click.Path(path_type=Path),
                      help="Q-BERT: the Hugging Face folder the .onnx was exported from (default: its metadata)."),
+        click.option("--hessian-from", type=click.Path(path_type=Path), metavar="PLAN.json",
+                     help="Q-BERT: reuse the Hessian recorded in a qbert plan; only the bits are decided again."),
         click.option("--hessian-batches", type=click.IntRange(1), default=10, show_default=True,
                      help="Q-BERT: train batches; Omega = |mean| + std of their top eigenvalues."),
         click.option("--hessian-batch-size", type=click.IntRange(1), default=8, show_default=True),
@@ -76,8 +78,8 @@ def optgroup_qbert(f):
 @click.option("--ocs-ratio", type=float, default=0.02, show_default=True,
               help="OCS expand ratio r: ceil(r*K) input channels split per weight (paper's grid 0, 0.01, 0.02, 0.05).")
 @click.option("--ocs-grid-aware", is_flag=True, help="OCS halves w/2 -+ delta/4 so they round to different grid points.")
-@click.option("--clip", type=click.Choice(["none", "aciq"]), default="none", show_default=True,
-              help="Clipping for --method ocs and qbert.")
+@click.option("--clip", type=click.Choice(["none", "aciq"]),
+              help="Clipping for --method ocs and qbert.  [default: aciq for qbert, else none]")
 @click.option("--act-bits", type=click.Choice(["8", "none"]), default="8", show_default=True,
               help="Activations at each quantized MatMul's input.")
 @click.option("--act-calib", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
@@ -97,7 +99,7 @@ def optgroup_qbert(f):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def convert(source, output, method, bits, granularity, group_size, groups, symmetric, aciq_dist, ocs_ratio,
             ocs_grid_aware, clip, act_bits, act_calib, calib_method, calib_samples, task, data_dir, calib_file,
-            avg_bits, bit_choices, mix, order, hf_model, hessian_batches, hessian_batch_size, hessian_iters,
+            avg_bits, bit_choices, mix, order, hf_model, hessian_from, hessian_batches, hessian_batch_size, hessian_iters,
             hessian_threads, seed, emb_bits, skip, plan_in, plan_out, as_json):
     """Quantize a BERT's weights (and activations, embeddings) into standard QDQ ONNX.
 
@@ -122,16 +124,19 @@ def convert(source, output, method, bits, granularity, group_size, groups, symme
 
     quiet_transformers()
     qbert = method == "qbert"
-    if granularity is None:
-        granularity = "neuron-group" if qbert else "channel"
-    if symmetric is None:
-        symmetric = not qbert  # Q-BERT's 2-3 bits need all 2^bits levels (see README)
+    defaults = {"granularity": "channel", "symmetric": True, "clip": "none"}
     qbert_options = None
     if qbert:
-        from ..qbert import QBertOptions
+        from ..qbert import DEFAULTS, QBertOptions
 
-        qbert_options = QBertOptions(task=task, data_dir=data_dir, calib_file=calib_file, hf_model=hf_model,
-                                     avg_bits=avg_bits, bit_choices=bit_choices, mix=mix, order=order,
+        defaults = DEFAULTS  # neuron groups, asymmetric, ACIQ (see README)
+    granularity = defaults["granularity"] if granularity is None else granularity
+    symmetric = defaults["symmetric"] if symmetric is None else symmetric
+    clip = defaults["clip"] if clip is None else clip
+    if qbert:
+        recorded = QuantPlan.load(hessian_from).analysis.get("hessian", {}) if hessian_from else None
+        qbert_options = QBertOptions(hessian=recorded, task=task, data_dir=data_dir, calib_file=calib_file,
+                                     hf_model=hf_model, avg_bits=avg_bits, bit_choices=bit_choices, mix=mix, order=order,
                                      batches=hessian_batches, batch_size=hessian_batch_size, max_iter=hessian_iters,
                                      seed=seed, threads=hessian_threads)
     options = ConvertOptions(method=method, bits=bits, granularity=granularity, group_size=group_size, groups=groups,
