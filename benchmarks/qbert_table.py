@@ -287,7 +287,8 @@ def hessian_lines(entry: dict) -> list[str]:
         return []
     lines = [f"Hessian: {h['batches']} train batches of {h['batch_size']} ({h['tokens']} tokens, {h['data']}), "
              f"power iteration up to {h['max_iter']} steps (tol {h['tol']}), seed {h['seed']}, {h['threads']} torch "
-             f"thread: {h['seconds']:.0f} s" + (" (reused from an earlier run)" if entry.get("hessian_reused") else "") + ".",
+             f"thread: {h['seconds']:.0f} s" + (" (computed beforehand by the same convert call, same settings, and "
+                                                "reused here, --reuse-hessian)" if entry.get("hessian_reused") else "") + ".",
              "", "| layer | mean λ | std λ | Ω | iterations (mean) | not converged |", "|---:|---:|---:|---:|---:|---:|"]
     for layer in h["layers"]:
         its = layer["iterations"]
