@@ -6,6 +6,7 @@ import fnmatch
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
@@ -20,7 +21,10 @@ from .graph.qdq_weights import QuantizedTensor, QuantizeWeightsPass
 from .onnx_io import atomic_output, load_onnx, save_onnx
 from .plan import KERNELS, OCS_FORMS, TARGETS, ActivationPlan, QuantPlan, TensorPlan, check_plan_fits
 
-METHODS = ("lq", "aciq", "ocs")
+if TYPE_CHECKING:
+    from .qbert import QBertOptions
+
+METHODS = ("lq", "aciq", "ocs", "qbert")
 GROUP_KERNELS = ("matmulnbits", "int8")
 DEFAULT_SKIP = ()  # pooler and classifier are never encoder weights, so they stay FP32 anyway
 
@@ -33,6 +37,7 @@ class ConvertOptions:
     bits: int = 8
     granularity: str = "channel"
     group_size: int = 128
+    groups: int = 128  # neuron-group: ranges per matrix (Q-BERT's 128)
     symmetric: bool | None = None  # None: symmetric at 4+ bits, asymmetric at 2-3 (see `grid_is_symmetric`)
     distribution: str = "laplace"  # ACIQ prior
     clip: str = "none"  # OCS only: none | aciq (LQ and ACIQ imply their own)
@@ -47,6 +52,7 @@ class ConvertOptions:
     skip: tuple[str, ...] = field(default_factory=tuple)
     target: str = "cpu"  # execution provider whose native kernels the graph forms are chosen for
     group_kernel: str = "matmulnbits"  # cpu, group-wise: matmulnbits (exact) | int8 (requantized per channel)
+    qbert: QBertOptions | None = None  # --method qbert: Hessian analysis and bit allocation
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -54,7 +60,9 @@ class ConvertOptions:
         if not 2 <= self.bits <= 8:
             raise BadInput(f"--bits {self.bits} is outside 2..8")
         if self.granularity not in numerics.GRANULARITIES:
-            raise BadInput(f"unknown granularity '{self.granularity}': choose tensor, channel or group")
+            raise BadInput(f"unknown granularity '{self.granularity}': choose {', '.join(numerics.GRANULARITIES)}")
+        if self.granularity == "neuron-group" and self.groups < 1:
+            raise BadInput(f"--groups {self.groups} must be at least 1")
         if self.method == "ocs" and not 0 <= self.ocs_ratio <= 1:
             raise BadInput(f"--ocs-ratio {self.ocs_ratio} must be in 0..1 (the paper's grid: 0, 0.01, 0.02, 0.05)")
         if self.ocs_activations and self.method != "ocs":
@@ -98,6 +106,8 @@ def quantize_weight(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.
     """The plan's decision for one weight, turned into (matrix to quantize, its scales, OCS channel
     index or None) by numerics; OCS expands W [K, N] to W' [K + splits, N]."""
     common = dict(symmetric=t.symmetric, granularity=t.granularity, group_size=t.group_size)
+    if t.granularity == "neuron-group":
+        common.update(groups=t.groups, heads=t.heads)
     method = "lq" if t.clip == "none" else "aciq"
     if method == "aciq":
         common["distribution"] = t.clip.removeprefix("aciq-")
@@ -124,6 +134,8 @@ def decide_plan(model: ir.Model, options: ConvertOptions, sites: list[WeightSite
         t = TensorPlan(site.name, site.role, site.layer, site.shape, options.bits,
                        grid_is_symmetric(options.bits, options.symmetric),
                        options.granularity, options.group_size if options.granularity == "group" else None, clip)
+        if options.granularity == "neuron-group":
+            t.groups, t.heads = neuron_grouping(model, site, options.groups)
         if clip != "none":
             t.alpha_ratio = numerics.optimal_alpha(options.bits, clip.removeprefix("aciq-"))
         if options.method == "ocs":
@@ -173,6 +185,21 @@ def check_kernels(plan: QuantPlan) -> None:
             raise BadInput(f"the plan's kernel '{t.kernel}' for '{t.name}' does not fit its {t.granularity} granularity")
 
 
+def neuron_grouping(model: ir.Model, site: WeightSite, groups: int) -> tuple[int, int | None]:
+    """(groups, heads) for one weight: at most one group per output column; query/key/value groups
+    respect the attention heads recorded at export (bert2onnxq.num_heads)."""
+    groups = min(groups, site.shape[1])
+    if site.role not in ("query", "key", "value"):
+        return groups, None
+    heads = model.metadata_props.get("bert2onnxq.num_heads")
+    if heads is None or not heads.isdigit():
+        raise BadInput("the model has no bert2onnxq.num_heads metadata, so neuron groups cannot follow the "
+                       "attention heads: re-export it with 'bert2onnxq export'")
+    if site.shape[1] % int(heads):
+        raise BadInput(f"'{site.name}' has {site.shape[1]} outputs, not a multiple of {heads} heads")
+    return groups, int(heads)
+
+
 def embedding_block(hidden: int) -> int:
     """Row block for 4-bit tables: the largest power of two >= 16 dividing the hidden size
     (ONNX Runtime's GatherBlockQuantized needs one), else the whole row."""
@@ -187,7 +214,8 @@ def embedding_block(hidden: int) -> int:
 def _source_info(model: ir.Model) -> dict:
     meta = model.metadata_props
     return {k.removeprefix("bert2onnxq."): meta[k] for k in ("bert2onnxq.source_model", "bert2onnxq.head",
-                                                               "bert2onnxq.num_layers", "bert2onnxq.hidden_size") if k in meta}
+                                                               "bert2onnxq.num_layers", "bert2onnxq.hidden_size",
+                                                               "bert2onnxq.num_heads") if k in meta}
 
 
 def quantize_tensors(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTensor], list[QuantizedTensor]]:
@@ -272,7 +300,7 @@ def _stats(w: np.ndarray, q: np.ndarray, params: numerics.QuantParams) -> dict:
     deq = numerics.dequantize(q, params)
     step = numerics.expand_scale(params.scale, w.shape, params.axis, params.block_size)
     return {
-        "num_scales": int(scale.size),
+        "num_scales": params.num_scales,
         "scale_min": float(scale.min()), "scale_max": float(scale.max()), "scale_mean": float(scale.mean()),
         "max_abs": float(np.abs(w).max()),
         # inside the range the error is at most half a step; beyond it, the value was clipped
@@ -335,11 +363,13 @@ def convert(
     plan: QuantPlan | None = None,
     plan_out: Path | None = None,
     calibrate=None,
+    progress=None,
 ) -> dict:
     """Convert an FP32 ONNX (or an HF model, exported first) into a quantized ONNX at `output`.
 
     `calibrate(fp32_path, activation_names) -> {name: calibrate.ChannelObserver}` observes activations
-    on calibration data, for static ranges and activation OCS.
+    on calibration data, for static ranges and activation OCS;
+    `progress(label, total) -> advance(n)` shows long analyses (Q-BERT's Hessian).
     """
     output = Path(output)
     if output.suffix != ".onnx":
@@ -348,7 +378,11 @@ def convert(
         fp32_path = _fp32_source(source, tmp)
         model = load_ir(fp32_path)
         sites = check_quantizable(model)
-        if plan is None:
+        if plan is None and options is not None and options.method == "qbert":
+            from .qbert import decide_qbert_plan  # imports torch; only Q-BERT needs it
+
+            plan = decide_qbert_plan(model, options, sites, source, progress)
+        elif plan is None:
             plan = decide_plan(model, options or ConvertOptions(), sites)
         check_plan_fits(plan, {name: tuple(v.shape.numpy()) for name, v in model.graph.initializers.items()})
         check_kernels(plan)

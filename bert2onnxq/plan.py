@@ -39,7 +39,7 @@ class TensorPlan:
     shape: tuple[int, ...]
     bits: int
     symmetric: bool = True
-    granularity: str = "channel"  # tensor | channel | group (weights); embeddings are always per row
+    granularity: str = "channel"  # tensor | channel | group | neuron-group (weights); embeddings are per row
     group_size: int | None = None
     clip: str = "none"  # none | aciq-laplace | aciq-gauss
     alpha_ratio: float | None = None  # ACIQ's alpha in units of b (Laplace) or sigma (Gaussian)
@@ -49,6 +49,8 @@ class TensorPlan:
     ocs_form: str = ""  # OCS only: fold | gather (see OCS_FORMS); "" = decide when applied
     kernel: str = ""  # see KERNELS; "" = the target's default, decided when applied
     stats: dict = field(default_factory=dict)  # scale statistics, clipped fraction, weight MSE
+    groups: int | None = None  # neuron-group: ranges per matrix (runs of output columns)
+    heads: int | None = None  # neuron-group on query/key/value: runs never straddle these attention heads
 
     @property
     def num_params(self) -> int:
@@ -96,6 +98,7 @@ class QuantPlan:
     skip: list[str] = field(default_factory=list)
     source: dict = field(default_factory=dict)  # the FP32 model it was made for (head, layers, hidden)
     target: str = "cpu"  # execution provider the graph forms were chosen for (TARGETS)
+    analysis: dict = field(default_factory=dict)  # what the method measured to decide (Q-BERT: Hessian, bits)
     version: int = PLAN_VERSION
 
     # --- JSON ---
@@ -116,6 +119,7 @@ class QuantPlan:
                 skip=list(raw.get("skip", [])),
                 source=dict(raw.get("source", {})),
                 target=raw.get("target", "cpu"),
+                analysis=dict(raw.get("analysis", {})),
             )
         except BadInput:
             raise

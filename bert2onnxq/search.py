@@ -300,6 +300,9 @@ def convert_max_drop(
     if max_drop < 0:
         raise BadInput(f"--max-drop {max_drop} must be >= 0 (points of the task's primary metric)")
     methods, bits = check_methods(methods), check_bits(bits)
+    if "qbert" in methods:
+        raise BadInput("--max-drop searches lq, aciq and ocs plans (its mixed-precision stage already lowers layers "
+                       "one by one): for Q-BERT's Hessian allocation run convert --method qbert --avg-bits B")
     t = get_task(task)
     if search_file is None and search_data == "train" and (t.name == "squad" or data_file is not None):
         raise BadInput("searching on the train split needs a GLUE --data-dir: pass --search-file (labelled data "

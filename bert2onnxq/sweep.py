@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -62,14 +62,25 @@ class Method:
     cells: Callable[[int, Grid], list[dict]]  # bits (the table's column) -> ConvertOptions kwargs per row variant
 
 
+def _qbert(bits: int, grid: Grid) -> list[dict]:
+    """Q-BERT at an average of `bits` per weight, each layer at bits-1, bits or bits+1 by its Hessian
+    Omega (so the 8- and 2-bit columns come out uniform); neuron groups, asymmetric grid, ACIQ."""
+    return [{**dict(grid.extra), "method": "qbert", "bits": bits, "granularity": "neuron-group", "symmetric": False,
+             "clip": "aciq"}]
+
+
+def qbert_choices(bits: int) -> tuple[int, ...]:
+    return tuple(b for b in (bits - 1, bits, bits + 1) if 2 <= b <= 8)
+
+
 REGISTRY: dict[str, Method] = {
     "lq": Method("lq", "LQ", _uniform("lq")),
     "aciq": Method("aciq", "ACIQ", _uniform("aciq")),
     "ocs": Method("ocs", "OCS", _uniform("ocs")),
-    # "qbert": Method("qbert", "Q-BERT", lambda bits, grid: [{"method": "qbert", "avg_bits": bits, ...}]),
+    "qbert": Method("qbert", "Q-BERT", _qbert),
 }
 # methods announced but not in this build: a clear error instead of "unknown"
-PENDING = {"qbert": "Q-BERT mixed precision is not merged yet (it arrives with `convert --method qbert`)"}
+PENDING: dict[str, str] = {}
 
 
 def available_methods() -> list[str]:
@@ -237,6 +248,7 @@ class Setup:
     latency_threads: int = 1
     keep_models: bool = True
     source: str = ""
+    hessian: str | None = None  # Q-BERT: the sweep's one Hessian record (JSON), shared by every qbert cell
 
     def protocol(self):
         from .validate import Protocol
@@ -288,7 +300,7 @@ def run_cell(cell: Cell, setup: Setup) -> dict:
             for stale in folder.glob(".*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
         t0 = time.perf_counter()
-        summary = convert(setup.fp32, folder / "model.onnx", cell.convert_options())
+        summary = convert(setup.fp32, folder / "model.onnx", cell_options(cell, setup))
         convert_seconds = round(time.perf_counter() - t0, 2)
         plan = summary["plan"]
         summary["fp32_bytes"] = file_bytes(Path(setup.fp32))
@@ -311,6 +323,30 @@ def run_cell(cell: Cell, setup: Setup) -> dict:
     row["seconds"] = {**row.get("seconds", {}), "total": round(time.perf_counter() - start, 2)}
     row["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return row
+
+
+def cell_options(cell: Cell, setup: Setup) -> ConvertOptions:
+    """The cell's ConvertOptions; Q-BERT cells get the sweep's Hessian and their bit budget."""
+    options = cell.convert_options()
+    if cell.method == "qbert":
+        from .qbert import QBertOptions
+
+        if not setup.hessian:
+            raise BadInput("a qbert cell needs the sweep's Hessian record")
+        record = json.loads(Path(setup.hessian).read_text())
+        options = replace(options, qbert=QBertOptions(hessian=record, avg_bits=float(cell.bits),
+                                                      bit_choices=qbert_choices(cell.bits)))
+    return options
+
+
+def qbert_hessian(fp32: Path, out: Path, task: str, data_dir: Path | None, calib_file: Path | None) -> Path:
+    """The Hessian record of the sweep's model (computed once, on train batches; reused on resume)."""
+    path = Path(out) / "qbert-hessian.json"
+    if not path.is_file():
+        from .qbert import hessian_record
+
+        write_atomic(path, json.dumps(hessian_record(fp32, task, data_dir=data_dir, calib_file=calib_file), indent=1))
+    return path
 
 
 def summarize(measured: dict, plan, summary: dict, fp32_bytes: int) -> dict:
@@ -417,6 +453,7 @@ def run_sweep(
     *,
     data_dir: Path | None = None,
     data_file: Path | None = None,
+    calib_file: Path | None = None,
     limit: int | None = None,
     batch_size: int = 32,
     max_length: int | None = None,
@@ -478,6 +515,9 @@ def run_sweep(
     done = finished(out)
     todo = [c for c in cells if c.id not in done]
     emit("plan", {"cells": [c.id for c in cells], "todo": [c.id for c in todo], "skipped": [c.id for c in cells if c.id in done]})
+    if any(c.method == "qbert" for c in todo):
+        emit("hessian", {})
+        setup = replace(setup, hessian=str(qbert_hessian(fp32, out, task, data_dir, calib_file)))
     ran, failed = [], []
 
     def record(row: dict) -> None:

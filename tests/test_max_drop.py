@@ -94,7 +94,7 @@ def test_convert_max_drop_bad_input(stsb, tmp_path):
     assert_one_line_error(run_cli(*base, "--max-drop", "1"), "needs --task")
     assert_one_line_error(run_cli(*base, "--max-drop", "1", "--task", "stsb", "--bits", "4"), "--search-bits")
     assert_one_line_error(run_cli(*base, "--max-drop", "1", "--task", "stsb", "--data-dir", str(stsb["glue"]),
-                                  "--search-methods", "qbert"), "'qbert' is not available")
+                                  "--search-methods", "qbert"), "--max-drop searches lq, aciq and ocs")
     assert not out.exists()
 
 

@@ -42,8 +42,7 @@ def test_method_and_bits_errors():
     from bert2onnxq.errors import BadInput
     from bert2onnxq.sweep import check_bits, check_methods, parse_setting
 
-    with pytest.raises(BadInput, match="qbert.*not available"):
-        check_methods(["lq", "qbert"])
+    assert check_methods(["lq", "qbert", "lq"]) == ["lq", "qbert"]
     with pytest.raises(BadInput, match="unknown method 'foo'"):
         check_methods(["foo"])
     with pytest.raises(BadInput, match="outside 2..8"):
@@ -162,7 +161,7 @@ def test_sweep_refuses_another_sweeps_folder(swept, stsb):
 
 @pytest.mark.parametrize("args,needle", [
     (["--methods", "lq,foo"], "unknown method 'foo'"),
-    (["--methods", "qbert"], "'qbert' is not available"),
+    (["--methods", "gptq"], "unknown method 'gptq'"),
     (["--bits", "8,9"], "--bits 9 is outside 2..8"),
     (["--bits", "8,x"], "comma-separated integers"),
     (["--set", "nope=1"], "--set nope"),
@@ -201,3 +200,27 @@ def test_ray_executor(stsb, tmp_path):
                        executor="ray", latency=False)
     assert len(result["ran"]) == 2 and not result["failed"]
     assert len(list((tmp_path / "res" / "cells").glob("*.json"))) == 2
+
+
+def test_qbert_cells_share_one_hessian(stsb, tmp_path):
+    """Q-BERT in a sweep: the Hessian is computed once (qbert-hessian.json) and each cell allocates bits
+    around its column from it; a re-run reuses both."""
+    from bert2onnxq.sweep import qbert_choices, run_sweep
+
+    out = tmp_path / "qb"
+    events = []
+    result = run_sweep(str(stsb["fp32"]), out, "stsb", ["qbert"], [4, 3], data_dir=stsb["glue"], latency=False,
+                       threads=1, on_event=lambda kind, payload: events.append(kind))
+    assert events.count("hessian") == 1 and not result["failed"] and len(result["ran"]) == 2
+    record = json.loads((out / "qbert-hessian.json").read_text())
+    assert [entry["layer"] for entry in record["layers"]] == [0, 1]
+    rows = {r["bits"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    for bits, row in rows.items():
+        layers = row["layer_bits"]["layers"]
+        assert set(layers) <= set(qbert_choices(bits)) and sum(layers) / len(layers) <= bits
+        assert row["options"]["granularity"] == "neuron-group" and row["options"]["symmetric"] is False
+    plan = json.loads((out / "models" / rows[3]["id"] / "plan.json").read_text())
+    assert plan["method"] == "qbert" and plan["analysis"]["hessian"]["layers"] == record["layers"]
+    again = run_sweep(str(stsb["fp32"]), out, "stsb", ["qbert"], [4, 3], data_dir=stsb["glue"], latency=False,
+                      threads=1, on_event=lambda kind, payload: events.append(kind))
+    assert not again["ran"] and len(again["skipped"]) == 2 and events.count("hessian") == 1

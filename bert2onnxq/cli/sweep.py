@@ -29,7 +29,9 @@ def _ints(value: str, option: str) -> list[int]:
 @click.option("--model", "source", required=True, help="HF model folder / hub id (exported once), or an FP32 .onnx from 'export'.")
 @click.option("--task", required=True, type=click.Choice(TASKS), help="GLUE task or squad: every cell is validated on its dev data.")
 @click.option("-o", "--output-dir", required=True, type=click.Path(path_type=Path), help="Results folder (re-use it to resume).")
-@click.option("--methods", default="lq,aciq,ocs", show_default=True, help="Comma-separated methods (the table's rows).")
+@click.option("--methods", default="lq,aciq,ocs", show_default=True,
+              help="Comma-separated methods (the table's rows): lq, aciq, ocs, qbert (one Hessian per sweep; "
+                   "each layer at bits-1, bits or bits+1 for an average of bits).")
 @click.option("--bits", default="8,6,4,3,2", show_default=True, help="Comma-separated weight bit widths, 2..8 (the columns).")
 @click.option("--granularity", default="channel", show_default=True,
               help="Comma-separated: channel, group, tensor; each one is a row variant of every method.")
@@ -39,6 +41,8 @@ def _ints(value: str, option: str) -> list[int]:
               help="A convert option for every cell, e.g. --set emb_bits=4 --set symmetric=false.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="GLUE folder (default $GLUE_DIR).")
 @click.option("--data-file", type=click.Path(path_type=Path), help="Dev file: SQuAD v1.1 JSON, or a GLUE TSV.")
+@click.option("--calib-file", type=click.Path(path_type=Path),
+              help="Train data for Q-BERT's Hessian (SQuAD JSON or GLUE TSV; default: --data-dir's train split).")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N dev examples (quick looks; stated in the results).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--max-length", type=click.IntRange(8, 512), help="Max tokens (default: 128 GLUE, 384 SQuAD).")
@@ -54,7 +58,7 @@ def _ints(value: str, option: str) -> list[int]:
               help="Keep each cell's .onnx (the cell file and model card are always kept).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 def sweep(source, task, output_dir, methods, bits, granularity, group_size, ocs_ratio, settings, data_dir, data_file,
-          limit, batch_size, max_length, jobs, executor, ray_address, threads, latency, keep_models, as_json):
+          calib_file, limit, batch_size, max_length, jobs, executor, ray_address, threads, latency, keep_models, as_json):
     """Convert, validate and time every method x bit width over one FP32 export; write the table.
 
     \b
@@ -66,6 +70,8 @@ def sweep(source, task, output_dir, methods, bits, granularity, group_size, ocs_
       bert2onnxq sweep --model ../shared/models/minilm-l6-sst2 --task sst2 --data-dir ../shared/data/glue -o results/sst2
       bert2onnxq sweep --model out/fp32/model.onnx --task mrpc --methods lq,aciq --bits 4,3,2 --granularity channel,group --group-size 32 -o results/mrpc
       bert2onnxq sweep --model out/fp32/model.onnx --task sst2 --jobs 2 --no-latency -o results/sst2
+      bert2onnxq sweep --model ../shared/models/minilm-l6-squad --task squad --methods aciq,qbert --bits 4,3,2 \
+          --data-file ../shared/data/squad/dev-v1.1-heldout12.json --calib-file ../shared/data/squad/dev-v1.1-train36.json -o results/squad
       bert2onnxq sweep --model bert-large-uncased-sst2 --task sst2 --executor ray --ray-address auto -o /shared/results/large
     """
     from ..sweep import Grid, parse_setting, run_sweep
@@ -87,6 +93,8 @@ def sweep(source, task, output_dir, methods, bits, granularity, group_size, ocs_
                 if payload["skipped"]:
                     err.print(f"resuming: {len(payload['skipped'])} of {len(payload['cells'])} cells already done")
                 state["bar"] = bars.add_task("cells", total=len(payload["todo"]))
+            elif kind == "hessian":
+                err.print("Q-BERT: computing the Hessian of every encoder layer on train batches (once per sweep) ...")
             elif kind == "cell":
                 bars.advance(state["bar"])
                 if payload["status"] != "ok":
@@ -99,7 +107,8 @@ def sweep(source, task, output_dir, methods, bits, granularity, group_size, ocs_
 
         try:
             result = run_sweep(source, output_dir, task, _csv(methods), _ints(bits, "--bits"), grid,
-                               data_dir=data_dir, data_file=data_file, limit=limit, batch_size=batch_size,
+                               data_dir=data_dir, data_file=data_file, calib_file=calib_file, limit=limit,
+                               batch_size=batch_size,
                                max_length=max_length, jobs=jobs, executor=executor, ray_address=ray_address,
                                threads=threads, latency=latency, keep_models=keep_models, command=command,
                                on_event=on_event)

@@ -2,7 +2,9 @@
 
 Weights are ONNX MatMul weights W[K, N]: "channel" means one scale per output feature (axis 1),
 "group" means blocks of `group_size` consecutive input features per output feature (axis 0),
-exactly the per-axis / blocked layouts of ONNX DequantizeLinear.
+exactly the per-axis / blocked layouts of ONNX DequantizeLinear. "neuron-group" (Q-BERT) means
+`groups` runs of consecutive output features sharing one range; it is written as a per-axis
+(axis 1) scale whose values are equal within a run (see `neuron_groups` for the partition rule).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 from .aciq import DISTRIBUTIONS, optimal_alpha
 from .packing import container_bits
 
-GRANULARITIES = ("tensor", "channel", "group")
+GRANULARITIES = ("tensor", "channel", "group", "neuron-group")
 
 
 def container(bits: int, signed: bool) -> str:
@@ -47,6 +49,14 @@ class QuantParams:
     clip: np.ndarray
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
+    column_groups: np.ndarray | None = None  # neuron-group: the group of every output column
+
+    @property
+    def num_scales(self) -> int:
+        """Distinct ranges: a neuron-group scale repeats one value per group along its N columns."""
+        if self.column_groups is not None:
+            return int(self.column_groups.max()) + 1
+        return int(np.asarray(self.scale).size)
 
     @property
     def signed(self) -> bool:
@@ -57,34 +67,94 @@ class QuantParams:
         return container(self.bits, self.symmetric)
 
 
-def _blocks(w, granularity, group_size):
-    """w as (G, B, N) float64 with NaN padding, statistics over axis 1, and the scale shape."""
+def neuron_groups(n: int, groups: int, heads: int | None = None) -> np.ndarray:
+    """Group index (0..groups-1, non-decreasing) of each of `n` output columns: Q-BERT's group-wise ranges.
+
+    Runs of consecutive columns whose sizes differ by at most one, larger runs first (np.array_split).
+    With `heads` (query/key/value: n = heads x head_dim, head-major), no run straddles two heads:
+      * groups >= heads: head h is split into groups // heads runs, plus one more for the first
+        groups % heads heads (128 groups over 12 heads: 8 heads of 11 runs, 4 heads of 10);
+      * groups < heads: the heads are split into `groups` runs of whole consecutive heads.
+    groups = 1 is per-tensor, groups = n is per-channel.
+    """
+    n, groups = int(n), int(groups)
+    if not 1 <= groups <= n:
+        raise ValueError(f"groups must be in 1..{n} (the number of output columns), got {groups}")
+    heads = int(heads or 1)
+    if heads < 1 or n % heads:
+        raise ValueError(f"{n} columns do not split into {heads} heads")
+    ids = np.empty(n, dtype=np.int64)
+    if heads == 1 or groups < heads:
+        # whole heads per run when groups < heads: runs of heads, then of their columns
+        units = heads if heads > 1 else n
+        width = n // units
+        start = 0
+        for g, run in enumerate(np.array_split(np.arange(units), groups)):
+            ids[start: start + len(run) * width] = g
+            start += len(run) * width
+        return ids
+    head_dim = n // heads
+    base, extra = divmod(groups, heads)
+    g = 0
+    for h in range(heads):
+        for run in np.array_split(np.arange(head_dim), base + (h < extra)):
+            ids[h * head_dim + run] = g
+            g += 1
+    return ids
+
+
+def _neuron_blocks(w: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """w [K, N] as (1, K * widest run, G) with NaN padding: column g holds every element of group g."""
+    k, _ = w.shape
+    g = int(ids.max()) + 1
+    sizes = np.bincount(ids, minlength=g)
+    cols = np.full((g, sizes.max()), -1)  # -1 reads the NaN column appended below
+    for group in range(g):
+        members = np.flatnonzero(ids == group)
+        cols[group, : len(members)] = members
+    padded = np.concatenate([w, np.full((k, 1), np.nan)], axis=1)[:, cols]  # (K, G, widest)
+    return padded.transpose(0, 2, 1).reshape(1, -1, g)
+
+
+def _blocks(w, granularity, group_size, groups=None, heads=None):
+    """w as (G, B, N) float64 with NaN padding, statistics over axis 1, and the scale shape.
+
+    neuron-group: statistics per group, shape (G,), and the column -> group index as third value.
+    """
     w = np.asarray(w, dtype=np.float64)
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if w.size == 0 or not np.isfinite(w).all():
         raise ValueError("weight must be non-empty and finite")
     if granularity == "tensor":
-        return w.reshape(1, -1, 1), ()
+        return w.reshape(1, -1, 1), (), None
     if w.ndim != 2:
         raise ValueError(f"{granularity} granularity needs a 2-D [K, N] weight, got shape {w.shape}")
     k, n = w.shape
     if granularity == "channel":
-        return w[None], (n,)
+        return w[None], (n,), None
+    if granularity == "neuron-group":
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
+            raise ValueError(f"neuron-group granularity needs an integer number of groups, got {groups!r}")
+        ids = neuron_groups(n, groups, heads)
+        return _neuron_blocks(w, ids), (int(ids.max()) + 1,), ids
     if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
         raise ValueError(f"group granularity needs a positive integer group_size, got {group_size!r}")
     g = -(-k // group_size)
     pad = g * group_size - k
     if pad:  # NaN so the short last block's statistics only see its real elements
         w = np.concatenate([w, np.full((pad, n), np.nan)])
-    return w.reshape(g, group_size, n), (g, n)
+    return w.reshape(g, group_size, n), (g, n), None
 
 
-def weight_ranges(w, granularity, group_size=None):
-    """(min, max) per tensor / channel / group, float32, shaped like the scale."""
-    x, shape = _blocks(w, granularity, group_size)
-    return (np.nanmin(x, axis=1).reshape(shape).astype(np.float32),
-            np.nanmax(x, axis=1).reshape(shape).astype(np.float32))
+def weight_ranges(w, granularity, group_size=None, groups=None, heads=None):
+    """(min, max) per tensor / channel / group / neuron group, float32, shaped like the scale
+    (neuron-group: one value per column, repeated within its group)."""
+    x, shape, ids = _blocks(w, granularity, group_size, groups, heads)
+    lo, hi = np.nanmin(x, axis=1).reshape(shape), np.nanmax(x, axis=1).reshape(shape)
+    if ids is not None:
+        lo, hi = lo[ids], hi[ids]
+    return lo.astype(np.float32), hi.astype(np.float32)
 
 
 def _f32(x) -> np.ndarray:
@@ -92,7 +162,8 @@ def _f32(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def _make(bits, symmetric, granularity, group_size, lo, hi) -> QuantParams:
+def _make(bits, symmetric, granularity, group_size, lo, hi, column_groups=None) -> QuantParams:
+    """Scales from real ranges; neuron-group ranges arrive one per column (equal within a group)."""
     qmin, qmax = int_range(bits, symmetric)
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     if symmetric:
@@ -106,19 +177,22 @@ def _make(bits, symmetric, granularity, group_size, lo, hi) -> QuantParams:
     zp = None
     if not symmetric:
         zp = np.asarray(np.clip(np.rint(-lo / scale.astype(np.float64)), qmin, qmax), dtype=np.uint8)
-    axis = {"tensor": None, "channel": 1, "group": 0}[granularity]
+    axis = {"tensor": None, "channel": 1, "group": 0, "neuron-group": 1}[granularity]
     return QuantParams(bits, bool(symmetric), granularity, scale, zp, axis,
-                       int(group_size) if granularity == "group" else None, _f32(clip), _f32(lo), _f32(hi))
+                       int(group_size) if granularity == "group" else None, _f32(clip), _f32(lo), _f32(hi),
+                       column_groups)
 
 
-def lq_params(w, bits, *, symmetric=True, granularity="channel", group_size=None) -> QuantParams:
+def lq_params(w, bits, *, symmetric=True, granularity="channel", group_size=None, groups=None,
+              heads=None) -> QuantParams:
     """Min-max (LQ): symmetric clips at max|w|, asymmetric at [min, max] (widened to include 0)."""
-    lo, hi = weight_ranges(w, granularity, group_size)
-    return _make(bits, symmetric, granularity, group_size, lo, hi)
+    lo, hi = weight_ranges(w, granularity, group_size, groups, heads)
+    ids = neuron_groups(np.shape(w)[1], groups, heads) if granularity == "neuron-group" else None
+    return _make(bits, symmetric, granularity, group_size, lo, hi, ids)
 
 
 def aciq_params(w, bits, *, distribution="laplace", symmetric=True, granularity="channel",
-                group_size=None) -> QuantParams:
+                group_size=None, groups=None, heads=None) -> QuantParams:
     """ACIQ: alpha = optimal_alpha(bits) * b (b = mean|w - mu|) or * sigma, per tensor/channel/group.
 
     Symmetric clips at min(alpha, max|w|); asymmetric at [mu - alpha, mu + alpha] intersected with
@@ -126,16 +200,18 @@ def aciq_params(w, bits, *, distribution="laplace", symmetric=True, granularity=
     """
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
-    x, shape = _blocks(w, granularity, group_size)
+    x, shape, ids = _blocks(w, granularity, group_size, groups, heads)
     mu = np.nanmean(x, axis=1, keepdims=True)
     spread = np.nanmean(np.abs(x - mu), axis=1) if distribution == "laplace" else np.nanstd(x, axis=1)
     alpha = (optimal_alpha(bits, distribution) * spread).reshape(shape)
     mu = mu.reshape(shape)
     lo, hi = np.nanmin(x, axis=1).reshape(shape), np.nanmax(x, axis=1).reshape(shape)
+    if ids is not None:  # per group -> per column
+        alpha, mu, lo, hi = alpha[ids], mu[ids], lo[ids], hi[ids]
     if symmetric:
         a = np.minimum(alpha, np.maximum(-lo, hi))
-        return _make(bits, True, granularity, group_size, -a, a)
-    return _make(bits, False, granularity, group_size, np.maximum(lo, mu - alpha), np.minimum(hi, mu + alpha))
+        return _make(bits, True, granularity, group_size, -a, a, ids)
+    return _make(bits, False, granularity, group_size, np.maximum(lo, mu - alpha), np.minimum(hi, mu + alpha), ids)
 
 
 def expand_scale(scale, shape, axis, block_size) -> np.ndarray:

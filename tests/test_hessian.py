@@ -1,0 +1,233 @@
+"""Q-BERT's Hessian analysis (power iteration on Hessian-vector products) and bit allocation."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from bert2onnxq import hessian
+from bert2onnxq.errors import BadInput
+from conftest import GLUE_DIR, SHARED, SHARED_MODELS, make_tiny_bert, needs_shared
+
+SQUAD_TRAIN = SHARED / "data" / "squad" / "dev-v1.1-train36.json"
+
+
+def _quadratic(eigenvalues, seed=0):
+    """loss(theta) = 1/2 theta^T A theta over two parameter tensors, A = Q diag(eigenvalues) Q^T: Hessian A."""
+    n = len(eigenvalues)
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    a = torch.tensor(q @ np.diag(eigenvalues) @ q.T, dtype=torch.float64)
+    p1 = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    p2 = torch.randn(n - 12, dtype=torch.float64, requires_grad=True)
+
+    def loss():
+        theta = torch.cat([p1.reshape(-1), p2])
+        return 0.5 * theta @ a @ theta
+    return loss, [p1, p2]
+
+
+@pytest.mark.parametrize("eigenvalues", [
+    [9.0, 4.0, 3.0, 2.5, 1.0, 0.5, 0.1, 0.0, -0.2, -1.0, -2.0, -3.0, 0.3, 0.7, 1.5, 2.0],
+    [-7.0, 5.0, 3.0, 2.0, 1.0, 0.5, 0.1, 0.0, -0.2, -1.0, -2.0, -3.0, 0.3, 0.7, 1.5, 2.0],  # negative on top
+], ids=["positive", "negative"])
+def test_power_iteration_finds_top_eigenvalue_of_known_quadratic(eigenvalues):
+    loss, params = _quadratic(eigenvalues)
+    eig = hessian.top_eigenvalue(loss, params, max_iter=200, tol=1e-6)
+    top = max(eigenvalues, key=abs)
+    assert eig.converged
+    assert eig.value == pytest.approx(top, rel=0.01)  # the sign is kept (Rayleigh quotient)
+    # the vector is the top eigenvector: H v = lambda v
+    hv = torch.autograd.grad(torch.autograd.grad(loss(), params, create_graph=True), params, grad_outputs=eig.vector)
+    residual = sum(float(((h - top * v) ** 2).sum()) for h, v in zip(hv, eig.vector)) ** 0.5
+    assert residual < 0.05 * abs(top)
+
+
+def test_power_iteration_warm_start_and_linear_loss():
+    loss, params = _quadratic([6.0, 2.0, 1.0] + [0.5] * 13)
+    cold = hessian.top_eigenvalue(loss, params, max_iter=200, tol=1e-9)
+    warm = hessian.top_eigenvalue(loss, params, max_iter=200, tol=1e-9, init=cold.vector)
+    assert warm.value == pytest.approx(6.0, rel=1e-6) and warm.iterations < cold.iterations
+    p = torch.ones(3, requires_grad=True)
+    flat = hessian.top_eigenvalue(lambda: (2 * p).sum(), [p])
+    assert flat.value == 0.0  # a linear loss has a zero Hessian
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory):
+    from transformers import AutoModelForSequenceClassification
+
+    src = make_tiny_bert(tmp_path_factory.mktemp("hess") / "cls", "classification")
+    model = AutoModelForSequenceClassification.from_pretrained(src, attn_implementation="eager").eval()
+    gen = torch.Generator().manual_seed(1)
+    batches = [{"input_ids": torch.randint(5, 60, (4, 9), generator=gen),
+                "attention_mask": torch.ones(4, 9, dtype=torch.long),
+                "token_type_ids": torch.zeros(4, 9, dtype=torch.long),
+                "labels": torch.randint(0, 3, (4,), generator=gen)} for _ in range(2)]
+    return model, batches
+
+
+def test_power_iteration_matches_exact_hessian_of_a_bert_weight(tiny_classifier):
+    """Double backprop through a real (tiny) BertLayer vs the explicit Hessian's eigenvalues."""
+    model, batches = tiny_classifier
+    name = "bert.encoder.layer.1.attention.output.dense.weight"
+    weight = dict(model.named_parameters())[name]
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def loss_of(w):
+        return torch.func.functional_call(model, {name: w}, kwargs=batches[0]).loss
+
+    w0 = weight.detach().clone()
+    exact = torch.autograd.functional.hessian(loss_of, w0, vectorize=True).reshape(w0.numel(), -1)
+    eigenvalues = torch.linalg.eigvalsh((exact + exact.T) / 2)
+    top = float(eigenvalues[eigenvalues.abs().argmax()])
+    weight.requires_grad_(True)
+    try:
+        eig = hessian.top_eigenvalue(lambda: model(**batches[0]).loss, [weight], max_iter=500, tol=1e-7)
+    finally:
+        weight.requires_grad_(False)
+    assert eig.value == pytest.approx(top, rel=0.01)
+
+
+def test_layer_sensitivities_deterministic_and_omega(tiny_classifier):
+    model, batches = tiny_classifier
+    flags = [p.requires_grad for p in model.parameters()]
+    seen = []
+    first = hessian.layer_sensitivities(model, batches, max_iter=30, seed=3,
+                                        progress=lambda label, total: (lambda n: seen.append((total, n))))
+    second = hessian.layer_sensitivities(model, batches, max_iter=30, seed=3)
+    assert [s.eigenvalues for s in first] == [s.eigenvalues for s in second]
+    assert len(first) == 2 and all(len(s.eigenvalues) == 2 for s in first)
+    assert seen == [(4, 1)] * 4  # one tick per (layer, batch)
+    for s in first:
+        lam = np.array(s.eigenvalues)
+        assert s.omega == pytest.approx(abs(lam.mean()) + lam.std())
+    assert [p.requires_grad for p in model.parameters()] == flags  # restored
+    assert not model.training
+
+
+def test_layer_sensitivities_agree_with_one_layer_at_a_time(tiny_classifier):
+    """The shared per-batch graph gives each layer's own Hessian block (not cross terms)."""
+    model, batches = tiny_classifier
+    shared = hessian.layer_sensitivities(model, batches[:1], max_iter=40, seed=5)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in (0, 1):
+        params = hessian.layer_weights(model, layer)
+        for p in params:
+            p.requires_grad_(True)
+        alone = hessian.top_eigenvalue(lambda: model(**batches[0]).loss, params, max_iter=40, seed=5 + layer)
+        for p in params:
+            p.requires_grad_(False)
+        # same start, same products: the same iterates (converged or not)
+        assert shared[layer].eigenvalues[0] == pytest.approx(alone.value, rel=1e-4)
+        assert shared[layer].iterations[0] == alone.iterations
+
+
+def test_layer_sensitivities_bad_input(tiny_classifier):
+    model, batches = tiny_classifier
+    with pytest.raises(BadInput, match="no labels"):
+        hessian.layer_sensitivities(model, [{k: v for k, v in batches[0].items() if k != "labels"}])
+    with pytest.raises(BadInput, match="no calibration batches"):
+        hessian.layer_sensitivities(model, [])
+
+
+# --- allocation -------------------------------------------------------------------------------------------
+
+
+def _monotone(bits, omegas):
+    return all(bits[i] >= bits[j] for i in range(len(bits)) for j in range(len(bits)) if omegas[i] > omegas[j])
+
+
+def test_allocate_bits_meets_budget_exactly_and_is_monotone():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(2, 9))
+        omegas = list(rng.exponential(size=n) * 10)
+        choices = sorted(rng.choice([2, 3, 4, 5, 6, 8], size=int(rng.integers(2, 4)), replace=False).tolist())
+        avg = float(rng.integers(choices[0] * n, choices[-1] * n + 1)) / n  # reachable by some assignment?
+        bits = hessian.allocate_bits(omegas, avg, choices)
+        assert set(bits) <= set(choices) and _monotone(bits, omegas)
+        # the best any monotone assignment can do under the budget, by brute force
+        best = max(sum(b) for b in itertools.product(choices, repeat=n)
+                   if sum(b) <= avg * n + 1e-9 and _monotone(b, omegas))
+        assert sum(bits) == best
+    # the Q-BERT setting: 6 layers, average 3 over 2,3,4 -> exactly 18 bits
+    bits = hessian.allocate_bits([5.0, 9.0, 1.0, 3.0, 7.0, 2.0], 3, (2, 3, 4))
+    assert bits == [4, 4, 2, 2, 4, 2]  # without errors: the most bits on the most sensitive layers
+
+
+def test_allocate_bits_uneven_steps_and_sizes():
+    # 2,4,5 with 3 layers and avg 11/3: greedy from the top (5,5,2 = 12 too many; 5,4,2 = 11) is exact here,
+    # but 4 layers at avg 3.75 = 15 needs 5,4,4,2 or 5,5,... -- searched, not greedy
+    bits = hessian.allocate_bits([4.0, 3.0, 2.0, 1.0], 3.75, (2, 4, 5))
+    assert sum(bits) == 15 and _monotone(bits, [4.0, 3.0, 2.0, 1.0])
+    # size-weighted budget: one big layer counts more
+    bits = hessian.allocate_bits([1.0, 2.0], 3.0, (2, 4), layer_sizes=[3, 1])
+    assert bits == [2, 4]  # 3*2 + 1*4 = 10 <= 12; 4 on the big one would be 14
+    with pytest.raises(BadInput, match="below the smallest"):
+        hessian.allocate_bits([1.0, 2.0], 1.5, (2, 3))
+
+
+def test_fixed_mix_and_reverse():
+    omegas = [5.0, 9.0, 1.0, 3.0, 7.0, 2.0]
+    mix = hessian.fixed_mix(omegas, 2, 3)
+    assert mix == [3, 3, 2, 2, 3, 2]
+    rev = hessian.reverse([3, 4, 2, 3, 4, 2], omegas)
+    assert sorted(rev) == sorted([3, 4, 2, 3, 4, 2])
+    assert all(rev[i] <= rev[j] for i in range(6) for j in range(6) if omegas[i] > omegas[j])
+    assert rev == [3, 2, 4, 3, 2, 4]
+
+
+# --- calibration batches ----------------------------------------------------------------------------------
+
+
+@needs_shared(SHARED_MODELS / "minilm-l6-sst2", GLUE_DIR / "SST-2" / "train.tsv")
+def test_calibration_batches_sst2_sample_the_train_split():
+    from bert2onnxq.tasks import get_task
+
+    model = SHARED_MODELS / "minilm-l6-sst2"
+    a = hessian.calibration_batches(model, "sst2", num_batches=3, batch_size=4, data_dir=GLUE_DIR, seed=0)
+    b = hessian.calibration_batches(model, "sst2", num_batches=3, batch_size=4, data_dir=GLUE_DIR, seed=0)
+    c = hessian.calibration_batches(model, "sst2", num_batches=3, batch_size=4, data_dir=GLUE_DIR, seed=1)
+    assert len(a) == 3 and all(x["input_ids"].shape[0] == 4 and set(x) >= {"labels", "attention_mask"} for x in a)
+    assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, b))
+    assert not all(x["input_ids"].shape == y["input_ids"].shape and torch.equal(x["input_ids"], y["input_ids"])
+                   for x, y in zip(a, c))
+    # drawn from the whole split, not its first 12 lines
+    head = get_task("sst2").load_examples(data_dir=GLUE_DIR, split="train", limit=12)
+    first = hessian.calibration_batches(model, "sst2", num_batches=3, batch_size=4, data_dir=GLUE_DIR, seed=None)
+    assert [int(x) for batch in first for x in batch["labels"]] == [e.label for e in head]
+    assert sum(int(x["attention_mask"].sum()) for x in a) != sum(int(x["attention_mask"].sum()) for x in first)
+
+
+@needs_shared(SHARED_MODELS / "minilm-l6-squad", SQUAD_TRAIN)
+def test_calibration_batches_squad_positions_hold_the_answer():
+    from transformers import AutoTokenizer
+
+    from bert2onnxq.tasks import get_task
+
+    model = SHARED_MODELS / "minilm-l6-squad"
+    tok = AutoTokenizer.from_pretrained(str(model))
+    task = get_task("squad")
+    examples = task.load_examples(data_file=SQUAD_TRAIN, split="train", limit=40)
+    enc = task.encode(examples, tok, max_length=384)
+    found = 0
+    for f, ex in enumerate(enc.example_ids):
+        offsets = enc.extra["offsets"][f]
+        s, e = hessian._answer_positions(examples[ex], offsets, enc.extra["context_mask"][f])
+        if (s, e) == (0, 0):
+            continue  # the window misses the answer: [CLS], as HF run_qa labels it
+        found += 1
+        span = examples[ex].context[offsets[s][0]: offsets[e][1]]
+        assert examples[ex].answers[0] in span and len(span) <= len(examples[ex].answers[0]) + 12
+    assert found >= 35
+    batches = hessian.calibration_batches(model, "squad", tok, num_batches=2, batch_size=4, data_file=SQUAD_TRAIN)
+    assert [tuple(b["start_positions"].shape) for b in batches] == [(4,), (4,)]
+    assert all((b["end_positions"] >= b["start_positions"]).all() for b in batches)
+    with pytest.raises(BadInput, match="question-answering"):
+        hessian.calibration_batches(model, "sst2", tok, num_batches=1, data_dir=GLUE_DIR)
