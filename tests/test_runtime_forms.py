@@ -181,6 +181,36 @@ def test_default_graphs_run_on_the_planned_kernels(tiny_onnx, tmp_path):
         assert rt["linear_kernels"].get(ort_kernel) == 12 and rt["dequantize_linear_at_run_time"] == 0
 
 
+@pytest.mark.parametrize("bits,granularity", [(3, "channel"), (2, "channel"), (4, "neuron-group")])
+def test_sub_byte_asymmetric_weights_run_signed(tiny_onnx, tmp_path, bits, granularity):
+    """q - zero point is taken at load: ORT's int8 GEMM gets signed weights with no zero point (its fast
+    u8s8 path), and the dequantized values are still exactly (q - zp) * scale."""
+    src = str(tiny_onnx["classification"])
+    summary = convert(src, tmp_path / "a.onnx", ConvertOptions(bits=bits, granularity=granularity, groups=3,
+                                                               symmetric=False))
+    plan = summary["plan"]
+    assert {t.symmetric for t in plan.weights} == {False}
+    model = onnx.load(str(tmp_path / "a.onnx"))
+    names = [f"{t.name}_dequantized" for t in plan.weights]
+    dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in names]
+    assert len(dqs) == 12 and all(len(n.input) == 2 for n in dqs)  # no zero point left at the DQ
+    fp32 = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(src).graph.initializer}
+    got = _run(tmp_path / "a.onnx", names, disable_all=True)
+    for t, value in zip(plan.weights, got):
+        p = numerics.lq_params(fp32[t.name], bits, symmetric=False, granularity=t.granularity,
+                               group_size=t.group_size, groups=t.groups, heads=t.heads)
+        np.testing.assert_array_equal(value, numerics.dequantize(numerics.quantize(fp32[t.name], p), p))
+    rt = runtime_graph(tmp_path / "a.onnx")
+    assert rt["linear_kernels"].get("int8") == 12 and rt["dequantize_linear_at_run_time"] == 0
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(tmp_path / "a.onnx"), so, providers=["CPUExecutionProvider"])
+    weights = {i.name: i.data_type for i in onnx.load(str(tmp_path / "opt.onnx")).graph.initializer}
+    int8_gemm_weights = [n.input[1] for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node
+                         if n.op_type in ("DynamicQuantizeMatMul", "MatMulIntegerToFloat")]
+    assert len(int8_gemm_weights) == 12 and {weights[w] for w in int8_gemm_weights} == {onnx.TensorProto.INT8}
+
+
 @pytest.mark.parametrize("bits,granularity", [(2, "group"), (2, "channel"), (4, "channel"), (8, "channel")])
 def test_cuda_target_writes_weight_only_native_patterns(tiny_onnx, tmp_path, bits, granularity):
     """CUDA has no DynamicQuantizeLinear and no int2 DequantizeLinear/MatMulNBits: DQ(int4/int8) -> MatMul only.
