@@ -77,7 +77,7 @@ DEFAULT_ROWS = [
     ours("LQ-4 group-32 int8", method="lq", bits=4, granularity="group", group_size=32, group_kernel="int8"),
     ours("OCS-3 per-channel", method="ocs", bits=3),
     ours("OCS-8 per-channel", method="ocs", bits=8),  # sums do not fit int8: the Concat + Gather form
-    Row("Q-BERT avg 3 (4/3/2 by layer)", "qbert"),  # neuron groups, asymmetric, ACIQ; timing allocation below
+    Row("Q-BERT avg 3 (2-4 bits by layer)", "qbert"),  # neuron groups, asymmetric, ACIQ; timing allocation below
 ]
 
 

@@ -84,7 +84,10 @@ def test_sweep_writes_every_file(swept):
         assert r["latency_ratio"] > 0 and r["latency"]["setup"]["seq"] == 128
         assert (out / "cells" / f"{r['id']}.json").is_file()
     by = {(r["method"], r["bits"]): r for r in rows}
-    assert by[("lq", 2)]["bytes"] < by[("lq", 4)]["bytes"] < by[("lq", 8)]["bytes"]
+    # the packed payload shrinks with the bits; on this tiny graph the 2-bit file itself can outweigh the 4-bit
+    # one (2-bit is asymmetric by default: zero points and a Cast/Sub per weight cost more than 2 bits save)
+    assert by[("lq", 2)]["ideal_bytes"] < by[("lq", 4)]["ideal_bytes"] < by[("lq", 8)]["ideal_bytes"]
+    assert max(by[("lq", 2)]["bytes"], by[("lq", 4)]["bytes"]) < by[("lq", 8)]["bytes"]
     assert by[("lq", 8)]["metrics"]["pearson"] > by[("lq", 4)]["metrics"]["pearson"] > by[("lq", 2)]["metrics"]["pearson"]
     assert all(r["layer_bits"]["layers"] == [r["bits"]] * 2 for r in rows)
     table = list(csv.DictReader((out / "results.csv").open()))
