@@ -487,6 +487,8 @@ def run_sweep(
     check_writable(out)
     if executor == "ray":
         _import_ray()  # missing extra: fail before the export, not after
+    if Path(source).exists():
+        source = str(Path(source).resolve())  # a resumed sweep is found again from another working directory
     fp32, export_info = prepare_fp32(source, out)
     # local: the machine's cores shared by the jobs; Ray: a modest 2 per task, the cluster adds tasks
     threads = threads or (2 if executor == "ray" else max(1, (os.cpu_count() or 1) // jobs))

@@ -153,6 +153,15 @@ def test_sweep_resumes_after_kill(stsb, tmp_path):
     assert not list((out / "models").glob("*/.*.tmp"))  # the killed cell's temporary folder was cleaned
 
 
+def test_resume_from_another_directory_skips_every_cell(swept, stsb, monkeypatch):
+    from bert2onnxq.sweep import run_sweep
+
+    out, first, _ = swept
+    monkeypatch.chdir(stsb["fp32"].parent)
+    again = run_sweep(stsb["fp32"].name, out, "stsb", ["lq", "aciq"], [8, 4, 2], data_dir=stsb["glue"], threads=1)
+    assert again["ran"] == [] and set(again["skipped"]) == set(first["ran"])
+
+
 def test_sweep_refuses_another_sweeps_folder(swept, stsb):
     from bert2onnxq.errors import BadInput
     from bert2onnxq.sweep import run_sweep
