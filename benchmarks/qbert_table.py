@@ -30,9 +30,10 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tables import md_checks, md_table, print_checks, save  # noqa: E402
 from quantization_table import (DEFAULT_SHARED, METRIC_LABEL, MODELS, SQUAD_FILE, THREADS,  # noqa: E402
                                 attention_matmuls, environment, err, fp32_export, linear_kernels, out,
-                                reference_cache, run_validate)
+                                describe_task, reference_cache, run_validate)
 
 GROUPS = 128
 SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
@@ -159,7 +160,7 @@ def bench_model(name: str, shared: Path, work_root: Path, specs: list[Row], squa
         hessian = QuantPlan.load(saved).analysis["hessian"]
         entry["hessian_reused"] = str(saved)
     start = time.perf_counter()
-    primary = second = None
+    primary = None
     attention = attention_matmuls(fp32)
     with reference_cache(fp32):
         for spec in specs:
@@ -173,12 +174,7 @@ def bench_model(name: str, shared: Path, work_root: Path, specs: list[Row], squa
             result, wall = run_validate(path, task, None if spec.kind == "fp32" else fp32, eval_data, limit,
                                         spec.session)
             if primary is None:
-                primary = result["primary_metric"]
-                others = [k for k in result["model"]["metrics"] if k != primary]
-                second = others[0] if others else None
-                entry.update(primary_metric=primary, second_metric=second, examples=result["examples"],
-                             features=result["features"], protocol=result["protocol"],
-                             runtime=result["model"]["runtime"])
+                primary = describe_task(entry, result)
             row = {"spec": asdict(spec), "slug": spec.slug, "label": spec.label, "produce": info,
                    "kernels": linear_kernels(path, attention, spec.session),
                    "metrics": result["model"]["metrics"], "infer_seconds": result["model"]["seconds"],
@@ -309,8 +305,7 @@ def print_table(entry: dict) -> None:
     out.print(table)
     for line in hessian_lines(entry):
         out.print(line)
-    for c in entry["checks"]:
-        out.print(f"  [{'green' if c['pass'] else 'red'}]{'PASS' if c['pass'] else 'FAIL'}[/] {c['target']}: {c['value']}")
+    print_checks(out, entry["checks"])
 
 
 def markdown(report: dict) -> str:
@@ -336,15 +331,7 @@ def markdown(report: dict) -> str:
         lines += [f"## {title(entry)}", "",
                   f"Command: `{entry.get('command', '')}`; max length {proto.get('max_length')}{limit}; wall time "
                   f"{entry.get('wall_seconds', 0) / 60:.1f} min.", ""]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|")
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-        lines.append("")
-        lines += hessian_lines(entry)
-        if entry.get("checks"):
-            lines.append("Targets:")
-            lines += [f"- {'PASS' if c['pass'] else '**FAIL**'} — {c['target']}: {c['value']}" for c in entry["checks"]]
-            lines.append("")
+        lines += md_table(header, cells, left=3) + [""] + hessian_lines(entry) + md_checks(entry.get("checks", []))
     return "\n".join(lines)
 
 
@@ -393,12 +380,7 @@ def main(models, squad_limit, hessian_batch_size, grid_ablation, reuse_hessian, 
         entry["environment"] = report["meta"]
         report["models"][name] = entry
         print_table(entry)
-        if json_path:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(report, indent=1, default=str))
-        if md_path:
-            md_path.parent.mkdir(parents=True, exist_ok=True)
-            md_path.write_text(markdown(report))
+        save(report, json_path, md_path, markdown)
     err.print(f"total wall time {(time.perf_counter() - start) / 60:.1f} min")
 
 

@@ -39,6 +39,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tables import md_checks, md_table, print_checks, save  # noqa: E402
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -307,6 +310,15 @@ def reference_cache(fp32: Path, enabled: bool = True):
         validate_module.make_runner = real
 
 
+def describe_task(entry: dict, result: dict) -> str:
+    """Record the task's metrics and protocol from the model's first validation; its primary metric."""
+    primary = result["primary_metric"]
+    others = [k for k in result["model"]["metrics"] if k != primary]
+    entry.update(primary_metric=primary, second_metric=others[0] if others else None, examples=result["examples"],
+                 features=result["features"], protocol=result["protocol"], runtime=result["model"]["runtime"])
+    return primary
+
+
 def run_validate(path: Path, task: str, fp32: Path | None, data: dict, limit: int | None,
                  session_config: dict | None = None) -> tuple[dict, float]:
     from bert2onnxq.validate import Protocol, validate
@@ -334,7 +346,7 @@ def bench_model(name: str, shared: Path, work_root: Path, specs: list[RowSpec], 
     entry = {"model": name, "task": task, "source": str(source), "fp32_path": str(fp32), "export": export_info,
              "rows": [], "notes": []}
     attention = attention_matmuls(fp32)
-    primary = second = None
+    primary = None
     with reference_cache(fp32, cache_reference):
         for spec in specs:
             row = {"spec": asdict(spec), "slug": spec.slug, "method": spec.method, "kind": spec.kind}
@@ -353,12 +365,7 @@ def bench_model(name: str, shared: Path, work_root: Path, specs: list[RowSpec], 
                 entry["rows"].append(row)
                 continue
             if primary is None:
-                primary = result["primary_metric"]
-                others = [k for k in result["model"]["metrics"] if k != primary]
-                second = others[0] if others else None
-                entry.update(primary_metric=primary, second_metric=second, examples=result["examples"],
-                             features=result["features"], protocol=result["protocol"],
-                             runtime=result["model"]["runtime"])
+                primary = describe_task(entry, result)
             row["metrics"] = result["model"]["metrics"]
             row["infer_seconds"] = result["model"]["seconds"]
             row["validate_wall_seconds"] = validate_wall
@@ -531,8 +538,7 @@ def print_table(entry: dict) -> None:
     for i, row in enumerate(cells):
         table.add_row(*row, end_section=i in sections)
     out.print(table)
-    for c in entry.get("checks", []):
-        out.print(f"  [{'green' if c['pass'] else 'red'}]{'PASS' if c['pass'] else 'FAIL'}[/] {c['target']}: {c['value']}")
+    print_checks(out, entry.get("checks", []))
     for note in entry.get("notes", []):
         out.print(f"  [dim]note: {note}[/]")
 
@@ -558,14 +564,7 @@ def markdown(report: dict) -> str:
                       f"wall time for this model {entry.get('wall_seconds', 0) / 60:.1f} min; measured "
                       f"{entry.get('environment', {}).get('date', '?')} at commit "
                       f"{entry.get('environment', {}).get('git_commit', '?')}.", ""]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join("---" if i < 4 else "---:" for i in range(len(header))) + "|")
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-        lines.append("")
-        if entry.get("checks"):
-            lines.append("Targets:")
-            lines += [f"- {'PASS' if c['pass'] else '**FAIL**'} — {c['target']}: {c['value']}" for c in entry["checks"]]
-            lines.append("")
+        lines += md_table(header, cells, left=4) + [""] + md_checks(entry.get("checks", []))
         if entry.get("notes"):
             lines.append("Notes:")
             lines += [f"- {n}" for n in entry["notes"]]
@@ -664,12 +663,7 @@ def main(models, bits, squad_limit, shared, work_dir, reuse_converted, baselines
         report["models"][name] = entry
         print_table(entry)
         report["meta"]["wall_seconds_this_run"] = round(time.perf_counter() - start, 1)
-        if json_path:  # after every model, so a long run keeps what it finished
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(report, indent=1, default=str))
-        if md_path:
-            md_path.parent.mkdir(parents=True, exist_ok=True)
-            md_path.write_text(markdown(report))
+        save(report, json_path, md_path, markdown)
     err.print(f"total wall time {(time.perf_counter() - start) / 60:.1f} min")
 
 

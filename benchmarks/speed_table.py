@@ -35,6 +35,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tables import md_checks, md_table, print_checks, save  # noqa: E402
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = REPO.parent / "shared"
@@ -318,8 +321,7 @@ def print_table(name: str, batch: int, b: dict) -> None:
     for r in b["rows"]:
         table.add_row(*cells(r))
     out.print(table)
-    for c in b["checks"]:
-        out.print(f"  [{'green' if c['pass'] else 'red'}]{'PASS' if c['pass'] else 'FAIL'}[/] {c['target']}: {c['value']}")
+    print_checks(out, b["checks"])
 
 
 def markdown(report: dict) -> str:
@@ -341,11 +343,8 @@ def markdown(report: dict) -> str:
             lines += [f"## {name} ({a['layers']} layers, hidden {a['hidden']}, {a['heads']} heads), batch {batch}, "
                       f"sequence {s['seq']}, {s['threads']} threads", "",
                       f"Load average (1 min) {b['load_average'][0][0]:.2f} before, {b['load_average'][1][0]:.2f} after, "
-                      f"on {m['cpus']} CPUs; {s['rounds']} rounds x {s['runs_per_round']} runs; {b['wall_seconds']} s timed.", "",
-                      "| " + " | ".join(HEADER) + " |", "|---|" + "---:|" * 6 + "---|"]
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in b["rows"]]
-            lines += ["", "Targets:"] + [f"- {'PASS' if c['pass'] else '**FAIL**'} — {c['target']}: {c['value']}"
-                                         for c in b["checks"]] + [""]
+                      f"on {m['cpus']} CPUs; {s['rounds']} rounds x {s['runs_per_round']} runs; {b['wall_seconds']} s timed.", ""]
+            lines += md_table(HEADER, [cells(r) for r in b["rows"]], left={0, 7}) + [""] + md_checks(b["checks"])
     lines += ["Notes:", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)
 
@@ -430,12 +429,7 @@ def main(models, batches, seq, threads, rounds, runs_per_round, memory, extra_ro
     report = {"meta": environment(command), "models": {}, "notes": NOTES}
     for name in names:
         report["models"][name] = bench_model(name, rows, shared, work_dir, batches, seq, threads, rounds, runs_per_round, memory)
-        if json_path:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(report, indent=1, default=str))
-        if md_path:
-            md_path.parent.mkdir(parents=True, exist_ok=True)
-            md_path.write_text(markdown(report))
+        save(report, json_path, md_path, markdown)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""Markdown and console rendering shared by the benchmark scripts (tables and their target checks)."""
+
+from __future__ import annotations
+
+
+def md_table(header: list[str], rows: list[list[str]], left: int | set[int]) -> list[str]:
+    """A Markdown table: columns in `left` (or the first `left` columns) left-aligned, the others right."""
+    is_left = (lambda i: i in left) if isinstance(left, set) else (lambda i: i < left)
+    return (["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if is_left(i) else "---:" for i in range(len(header))) + "|"]
+            + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows])
+
+
+def md_checks(checks: list[dict]) -> list[str]:
+    """'Targets:' and one PASS / **FAIL** line per check, then a blank line (nothing without checks)."""
+    if not checks:
+        return []
+    return ["Targets:", *(f"- {'PASS' if c['pass'] else '**FAIL**'} — {c['target']}: {c['value']}" for c in checks), ""]
+
+
+def print_checks(console, checks: list[dict]) -> None:
+    for c in checks:
+        console.print(f"  [{'green' if c['pass'] else 'red'}]{'PASS' if c['pass'] else 'FAIL'}[/] {c['target']}: {c['value']}")
+
+
+def save(report: dict, json_path, md_path, markdown) -> None:
+    """Write the report's JSON and its Markdown rendering (called after every model, so a long run keeps
+    what it finished)."""
+    import json
+
+    for path, text in ((json_path, lambda: json.dumps(report, indent=1, default=str)), (md_path, lambda: markdown(report))):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text())
