@@ -64,9 +64,9 @@ class Method:
 
 def _qbert(bits: int, grid: Grid) -> list[dict]:
     """Q-BERT at an average of `bits` per weight, each layer at bits-1, bits or bits+1 by its Hessian
-    Omega (so the 8- and 2-bit columns come out uniform); neuron groups, asymmetric grid, ACIQ."""
-    return [{**dict(grid.extra), "method": "qbert", "bits": bits, "granularity": "neuron-group", "symmetric": False,
-             "clip": "aciq"}]
+    Omega (so the 8- and 2-bit columns come out uniform); neuron groups and ACIQ. The grid follows each
+    layer's bits as in the other rows (asymmetric at 2-3 bits, symmetric at 4-8: signed int8 GEMM at run time)."""
+    return [{**dict(grid.extra), "method": "qbert", "bits": bits, "granularity": "neuron-group", "clip": "aciq"}]
 
 
 def qbert_choices(bits: int) -> tuple[int, ...]:
@@ -168,12 +168,15 @@ class Cell:
         o = self.options
         method = REGISTRY[self.method].title if self.method in REGISTRY else self.method.upper()
         parts = [method]
+        if o.get("method") == "qbert":
+            parts.append("bits±1 by Ω")
         if o.get("method") == "ocs":
             parts.append(f"r={o.get('ocs_ratio', _DEFAULTS['ocs_ratio'])}")
             if o.get("clip") == "aciq":
                 parts.append("+ACIQ")
         gran = o.get("granularity", _DEFAULTS["granularity"])
-        parts.append(f"group-{o.get('group_size', _DEFAULTS['group_size'])}" if gran == "group" else f"per-{gran}")
+        parts.append(f"group-{o.get('group_size', _DEFAULTS['group_size'])}" if gran == "group"
+                     else "neuron groups" if gran == "neuron-group" else f"per-{gran}")
         for k, v in sorted(o.items()):
             if k not in ("method", "bits", "granularity", "group_size", "ocs_ratio", "clip"):
                 parts.append(f"{k}={v}")

@@ -230,8 +230,12 @@ def test_qbert_cells_share_one_hessian(stsb, tmp_path):
     for bits, row in rows.items():
         layers = row["layer_bits"]["layers"]
         assert set(layers) <= set(qbert_choices(bits)) and sum(layers) / len(layers) <= bits
-        assert row["options"]["granularity"] == "neuron-group" and row["options"]["symmetric"] is False
+        assert row["options"]["granularity"] == "neuron-group" and "symmetric" not in row["options"]
+        assert row["variant"] == "Q-BERT bits±1 by Ω neuron groups"
     plan = json.loads((out / "models" / rows[3]["id"] / "plan.json").read_text())
+    # the grid follows each layer's bits: asymmetric at 2-3, symmetric at 4
+    assert {(w["bits"], w["symmetric"]) for w in plan["weights"]} <= {(2, False), (3, False), (4, True)}
+    assert len({w["bits"] for w in plan["weights"]}) == 2
     assert plan["method"] == "qbert" and plan["analysis"]["hessian"]["layers"] == record["layers"]
     again = run_sweep(str(stsb["fp32"]), out, "stsb", ["qbert"], [4, 3], data_dir=stsb["glue"], latency=False,
                       threads=1, on_event=lambda kind, payload: events.append(kind))
