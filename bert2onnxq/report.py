@@ -241,32 +241,42 @@ def results_markdown(rows: list[dict], manifest: dict, plots: list[str]) -> str:
 
 
 def plot_metric_vs_size(rows: list[dict], manifest: dict, path: Path) -> bool:
-    """Primary metric against file size, one line per method variant, bits marked; FP32 as a star."""
+    """Primary metric against file size, one line per method variant, bits marked; FP32 as a dashed line.
+    Left: every cell; right: zoomed to the cells near FP32, where the methods differ."""
     from matplotlib.figure import Figure
 
     fp32 = manifest["fp32"]
     primary = fp32["primary_metric"]
+    ref = fp32["metrics"][primary]
     ok = [r for r in sort_rows(rows) if r["status"] == "ok"]
     if not ok:
         return False
-    fig = Figure(figsize=(7.5, 4.8), dpi=120)
-    ax = fig.subplots()
+    fig = Figure(figsize=(11, 5.2), dpi=110)
+    full, zoom = fig.subplots(1, 2)
+    lines = []
     for variant in dict.fromkeys(r["variant"] for r in ok):
         # joined in bit order: 6- and 8-bit (3- and 4-bit) files share a container, hence a size
         pts = sorted(((r["bytes"] / MIB, r["metrics"][primary], r["bits"]) for r in ok if r["variant"] == variant),
                      key=lambda p: -p[2])
-        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=variant)
-        for x, y, b in pts:
-            ax.annotate(f"W{b}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=line.get_color())
-    ax.axhline(fp32["metrics"][primary], color="black", linestyle="--", linewidth=0.8)
-    ax.plot([fp32["bytes"] / MIB], [fp32["metrics"][primary]], marker="*", markersize=12, color="black", linestyle="",
-            label=f"FP32 ({fp32['metrics'][primary]:.2f})")
-    ax.set_xlabel("file size, MiB")
-    ax.set_ylabel(f"{manifest['identity']['task']} {primary}")
-    ax.set_title(f"{Path(manifest['identity']['source']).name}: {primary} vs size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+        for ax in (full, zoom):
+            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=variant)
+            for x, y, b in pts:
+                ax.annotate(f"W{b}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                            color=line.get_color(), annotation_clip=True)
+        lines.append(line)
+    for ax in (full, zoom):
+        fp32_line = ax.axhline(ref, color="black", linestyle="--", linewidth=0.8,
+                               label=f"FP32: {ref:.2f} at {fp32['bytes'] / MIB:.1f} MiB")
+        ax.set_xlabel("file size, MiB")
+        ax.grid(True, which="both", alpha=0.3)
+    full.set_ylabel(f"{manifest['identity']['task']} {primary}")
+    full.set_title("every cell")
+    near = [r["metrics"][primary] for r in ok if r["metrics"][primary] >= ref - 3]
+    zoom.set_ylim(ref - 3, max([ref, *near]) + 0.5)
+    zoom.set_title("within 3 points of FP32")
+    fig.suptitle(f"{Path(manifest['identity']['source']).name}: {primary} vs file size")
+    fig.legend(handles=[*lines, fp32_line], loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     write_atomic(path, buf.getvalue())
