@@ -107,8 +107,13 @@ def test_activation_split_graph_equals_fp32_tiny(tiny_onnx, tmp_path):
     ref = ort.InferenceSession(str(fp32), options, providers=["CPUExecutionProvider"]).run(None, feeds)
     got = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, feeds)
     assert max(float(np.abs(a - b).max()) for a, b in zip(got, ref)) < 1e-5
-    halves = [n for n in onnx.load(str(path)).graph.node if n.name.endswith("_ocs_act_halve")]
+    graph = onnx.load(str(path)).graph
+    halves = [n for n in graph.node if n.name.endswith("_ocs_act_halve")]
     assert len(halves) == len(plan.activations.splits)
+    # only the split channels are gathered (a last-axis Gather of all K + s channels was the slow form)
+    sizes = {i.name: i.dims[0] for i in graph.initializer}
+    gathered = sorted(sizes[n.input[1]] for n in graph.node if n.name.endswith("_ocs_act_gather"))
+    assert gathered == sorted(len(s["split_rows"]) for s in plan.activations.splits.values())
 
 
 def test_quantized_activation_split_shrinks_static_range(tiny_onnx, tmp_path):

@@ -67,7 +67,10 @@ class SplitChannelsPass(ir.passes.InPlacePass):
 
 
 class SplitActivationsPass(ir.passes.InPlacePass):
-    """OCS on activations: x => Mul(Gather(x, idx, axis=-1), factor) for the planned MatMuls reading x.
+    """OCS on activations: x => x[..., idx] * factor for the planned MatMuls reading x, written as
+    Concat(x * factor[:K], Gather(x, idx[K:]) * factor[K:]): idx starts with the K channels in order, and a
+    Gather of only the s split channels costs a fraction of one over all K + s (a last-axis Gather copies
+    element by element).
 
     `splits` maps an activation name to (index, factor, weight values): the MatMuls whose weight input is
     one of those values (directly, or through their OCS weight Gather / Concat) read x' instead of x; the weights'
@@ -85,22 +88,32 @@ class SplitActivationsPass(ir.passes.InPlacePass):
             x = values[name]
             readers = [(node, i) for node, i in list(x.uses()) if _reads_for(node, i, weights)]
             base = name.replace("/", "_").strip("_") or "act"
-            idx = ir.Value(name=f"{base}_ocs_act_index", shape=ir.Shape(index.shape),
-                           type=ir.TensorType(ir.DataType.INT64), const_value=ir.tensor(np.asarray(index, np.int64)))
-            scale = ir.Value(name=f"{base}_ocs_act_factor", shape=ir.Shape(factor.shape),
-                             type=ir.TensorType(ir.DataType.FLOAT), const_value=ir.tensor(np.asarray(factor, np.float32)))
-            graph.register_initializer(idx)
-            graph.register_initializer(scale)
-            gather = ir.node("Gather", [x, idx], {"axis": -1}, name=f"{base}_ocs_act_gather")
-            mul = ir.node("Mul", [gather.outputs[0], scale], name=f"{base}_ocs_act_halve",
-                          outputs=[ir.Value(name=split_activation_name(name))])
+            index, factor = np.asarray(index, np.int64), np.asarray(factor, np.float32)
+            k = int(index.max()) + 1
+            if not np.array_equal(index[:k], np.arange(k)):
+                raise ValueError(f"{name}: an OCS activation index starts with the K original channels")
+
+            def const(suffix, array, dtype):
+                value = ir.Value(name=f"{base}_ocs_act_{suffix}", shape=ir.Shape(array.shape), type=ir.TensorType(dtype),
+                                 const_value=ir.tensor(array))
+                graph.register_initializer(value)
+                return value
+
+            scaled = ir.node("Mul", [x, const("factor", factor[:k], ir.DataType.FLOAT)], name=f"{base}_ocs_act_halve")
+            gather = ir.node("Gather", [x, const("index", index[k:], ir.DataType.INT64)], {"axis": -1},
+                             name=f"{base}_ocs_act_gather")
+            extra = ir.node("Mul", [gather.outputs[0], const("extra_factor", factor[k:], ir.DataType.FLOAT)],
+                            name=f"{base}_ocs_act_halve_extra")
+            concat = ir.node("Concat", [scaled.outputs[0], extra.outputs[0]], {"axis": -1}, name=f"{base}_ocs_act_concat",
+                             outputs=[ir.Value(name=split_activation_name(name))])
+            nodes = [scaled, gather, extra, concat]
             producer = x.producer()
             if producer is None:
-                graph.insert_before(graph[0], [gather, mul])
+                graph.insert_before(graph[0], nodes)
             else:
-                graph.insert_after(producer, [gather, mul])
+                graph.insert_after(producer, nodes)
             for node, i in readers:
-                node.replace_input_with(i, mul.outputs[0])
+                node.replace_input_with(i, concat.outputs[0])
         return ir.passes.PassResult(model, modified=bool(self.splits))
 
 
