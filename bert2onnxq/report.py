@@ -309,24 +309,15 @@ def plot_layer_bits(rows: list[dict], path: Path, title: str = "weight bits per 
     return True
 
 
-def have_matplotlib() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def write_results(out: Path, rows: list[dict], manifest: dict) -> dict:
-    """results.json / .csv / .md and the plots (when matplotlib is installed), rebuilt from all rows."""
+    """results.json / .csv / .md and the plots, rebuilt from all rows."""
     out = Path(out)
     files = {}
     plots = []
-    if have_matplotlib():
-        if plot_metric_vs_size(rows, manifest, out / "metric_vs_size.png"):
-            plots.append("metric_vs_size.png")
-        if plot_layer_bits(rows, out / "layer_bits.png"):
-            plots.append("layer_bits.png")
+    if plot_metric_vs_size(rows, manifest, out / "metric_vs_size.png"):
+        plots.append("metric_vs_size.png")
+    if plot_layer_bits(rows, out / "layer_bits.png"):
+        plots.append("layer_bits.png")
     files["plots"] = [str(out / p) for p in plots]
     write_atomic(out / "results.json", json.dumps({"sweep": manifest, "rows": sort_rows(rows)}, indent=1))
     write_atomic(out / "results.csv", results_csv(rows))

@@ -379,11 +379,11 @@ def convert_max_drop(
                           source=source, fp32=str(fp32) if fp32_kept else None, plan=plan, summary=summary,
                           measured=measured, search={"text": text}, command=command, plan_file=str(plan_path))
         write_atomic(output.with_suffix(".md"), card)
-        from .report import have_matplotlib, layer_bits, plot_layer_bits
+        from .report import layer_bits, plot_layer_bits
 
         lb = layer_bits(plan)
         plot = output.with_suffix(".layer_bits.png")
-        if lb["mixed"] and have_matplotlib():  # where the bits went, per layer
+        if lb["mixed"]:  # where the bits went, per layer
             plot_layer_bits([{"status": "ok", "variant": chosen.label, "layer_bits": lb}], plot,
                             title=f"{output.name}: weight bits per encoder layer")
         record = {"output": str(output), "task": task, "max_drop": max_drop, "primary_metric": primary,

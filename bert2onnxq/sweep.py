@@ -252,6 +252,14 @@ class Setup:
     keep_models: bool = True
     source: str = ""
     hessian: str | None = None  # Q-BERT: the sweep's one Hessian record (JSON), shared by every qbert cell
+    calib_file: str | None = None  # train data for static ranges / activation splits (default: data_dir's train)
+
+    def calibrate(self, fp32_path, names):
+        """Activation statistics on the task's train samples (cells with static ranges or activation splits)."""
+        from .calibrate import observe_activations
+
+        return observe_activations(fp32_path, names, self.task, data_dir=Path(self.data_dir) if self.data_dir else None,
+                                   data_file=Path(self.calib_file) if self.calib_file else None)
 
     def protocol(self):
         from .validate import Protocol
@@ -303,7 +311,7 @@ def run_cell(cell: Cell, setup: Setup) -> dict:
             for stale in folder.glob(".*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
         t0 = time.perf_counter()
-        summary = convert(setup.fp32, folder / "model.onnx", cell_options(cell, setup))
+        summary = convert(setup.fp32, folder / "model.onnx", cell_options(cell, setup), calibrate=setup.calibrate)
         convert_seconds = round(time.perf_counter() - t0, 2)
         plan = summary["plan"]
         summary["fp32_bytes"] = file_bytes(Path(setup.fp32))
@@ -499,7 +507,8 @@ def run_sweep(
                   data_dir=str(Path(data_dir).resolve()) if data_dir else None,
                   data_file=str(Path(data_file).resolve()) if data_file else None,
                   limit=limit, batch_size=batch_size, max_length=max_length, threads=threads, latency=latency,
-                  keep_models=keep_models, source=str(source))
+                  keep_models=keep_models, source=str(source),
+                  calib_file=str(Path(calib_file).resolve()) if calib_file else None)
     identity = {"source": str(source), "task": task, "data_dir": setup.data_dir, "data_file": setup.data_file,
                 "limit": limit, "batch_size": batch_size, "max_length": max_length}
     manifest = load_manifest(out, identity)

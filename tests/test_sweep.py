@@ -214,6 +214,19 @@ def test_ray_executor(stsb, tmp_path):
     assert len(list((tmp_path / "res" / "cells").glob("*.json"))) == 2
 
 
+def test_cells_that_calibrate_activations(stsb, tmp_path):
+    """--set ocs_activations=true / act_calib=static: cells calibrate on the task's train split."""
+    from bert2onnxq.sweep import Grid, run_sweep
+
+    out = tmp_path / "cal"
+    grid = Grid(extra=(("ocs_activations", True), ("act_calib", "static")))
+    result = run_sweep(str(stsb["fp32"]), out, "stsb", ["ocs"], [8], grid, data_dir=stsb["glue"], latency=False,
+                       threads=1)
+    assert not result["failed"] and len(result["ran"]) == 1
+    plan = json.loads((out / "models" / result["ran"][0] / "plan.json").read_text())
+    assert plan["activations"]["mode"] == "static" and plan["activations"]["splits"] and plan["activations"]["ranges"]
+
+
 def test_qbert_cells_share_one_hessian(stsb, tmp_path):
     """Q-BERT in a sweep: the Hessian is computed once (qbert-hessian.json) and each cell allocates bits
     around its column from it; a re-run reuses both."""

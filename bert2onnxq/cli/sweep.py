@@ -42,7 +42,8 @@ def _ints(value: str, option: str) -> list[int]:
 @click.option("--data-dir", type=click.Path(path_type=Path), help="GLUE folder (default $GLUE_DIR).")
 @click.option("--data-file", type=click.Path(path_type=Path), help="Dev file: SQuAD v1.1 JSON, or a GLUE TSV.")
 @click.option("--calib-file", type=click.Path(path_type=Path),
-              help="Train data for Q-BERT's Hessian (SQuAD JSON or GLUE TSV; default: --data-dir's train split).")
+              help="Train data for Q-BERT's Hessian and for cells that calibrate activations (--set ocs_activations=true, "
+                   "act_calib=static); SQuAD JSON or GLUE TSV; default: --data-dir's train split.")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N dev examples (quick looks; stated in the results).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--max-length", type=click.IntRange(8, 512), help="Max tokens (default: 128 GLUE, 384 SQuAD).")
@@ -126,7 +127,7 @@ def sweep(source, task, output_dir, methods, bits, granularity, group_size, ocs_
     files = result["files"]
     out.print(f"wrote {files['markdown']}, {files['csv']}, {files['json']}" + "".join(f", {p}" for p in files["plots"]))
     if not files["plots"]:
-        out.print("[yellow]no plots[/]: matplotlib is not installed (pip install 'bert2onnxq[plots]')")
+        out.print("[yellow]no plots[/]: no cell finished")
 
 
 def _ratios_ok(value: str) -> bool:
