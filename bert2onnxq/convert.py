@@ -38,7 +38,7 @@ class ConvertOptions:
     granularity: str = "channel"
     group_size: int = 128
     groups: int = 128  # neuron-group: ranges per matrix (Q-BERT's 128)
-    symmetric: bool | None = None  # None: symmetric at 4+ bits, asymmetric at 2-3 (see `grid_is_symmetric`)
+    symmetric: bool | None = None  # None: symmetric at 5+ bits, asymmetric at 2-4 (see `grid_is_symmetric`)
     distribution: str = "laplace"  # ACIQ prior
     clip: str = "none"  # OCS only: none | aciq (LQ and ACIQ imply their own)
     ocs_ratio: float = 0.02
@@ -84,14 +84,16 @@ class ConvertOptions:
 
 
 def grid_is_symmetric(bits: int, symmetric: bool | None) -> bool:
-    """The weight grid: as asked, else symmetric from 4 bits up and asymmetric below.
+    """The weight grid: as asked, else symmetric from 5 bits up and asymmetric below.
 
     The symmetric grid is the narrow [-(2^(b-1)-1), 2^(b-1)-1] with no zero point: at 2 bits it has
-    3 levels (ternary) and at 3 bits 7, where the asymmetric grid has 4 and 8. On the shared SST-2
-    model, 2-bit per-channel ACIQ keeps 83.49 asymmetric vs 64.56 symmetric (FP32 86.81), and 3-bit LQ
-    86.12 vs 84.98 (benchmarks/results/ocs_table*.md).
+    3 levels (ternary), at 3 bits 7 and at 4 bits 15, where the asymmetric grid has 4, 8 and 16. On the
+    shared SST-2 model, 2-bit per-channel ACIQ keeps 83.49 asymmetric vs 64.56 symmetric (FP32 86.81);
+    at 4 bits group-32 LQ on SQuAD loses 0.58 F1 asymmetric vs 1.79 symmetric (benchmarks/results/
+    sweep/README.md). Sub-byte asymmetric weights run as fast (signed int8 at load, or MatMulNBits
+    zero points); from 5 bits an asymmetric int8 weight would need ORT's slower u8u8 GEMM.
     """
-    return bits >= 4 if symmetric is None else bool(symmetric)
+    return bits >= 5 if symmetric is None else bool(symmetric)
 
 
 def load_ir(path: Path) -> ir.Model:

@@ -65,7 +65,7 @@ class Method:
 def _qbert(bits: int, grid: Grid) -> list[dict]:
     """Q-BERT at an average of `bits` per weight, each layer at bits-1, bits or bits+1 by its Hessian
     Omega (so the 8- and 2-bit columns come out uniform); neuron groups and ACIQ. The grid follows each
-    layer's bits as in the other rows (asymmetric at 2-3 bits, symmetric at 4-8: signed int8 GEMM at run time)."""
+    layer's bits as in the other rows (asymmetric at 2-4 bits, symmetric at 5-8: signed int8 GEMM at run time)."""
     return [{**dict(grid.extra), "method": "qbert", "bits": bits, "granularity": "neuron-group", "clip": "aciq"}]
 
 

@@ -211,7 +211,7 @@ def test_static_activation_calibration(tiny_onnx, tmp_path, method):
     ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, _feeds())
 
 
-@pytest.mark.parametrize("bits,symmetric,expected", [(2, None, False), (3, None, False), (4, None, True),
+@pytest.mark.parametrize("bits,symmetric,expected", [(2, None, False), (3, None, False), (4, None, False), (5, None, True),
                                                      (8, None, True), (3, True, True), (8, False, False)])
 def test_default_grid_depends_on_bits(tiny_onnx, bits, symmetric, expected):
     from bert2onnxq.convert import decide_plan, load_ir

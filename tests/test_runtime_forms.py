@@ -233,7 +233,7 @@ def test_cuda_target_writes_weight_only_native_patterns(tiny_onnx, tmp_path, bit
             consumers = [m for m in model.graph.node if n.output[0] in m.input]
             assert [m.op_type for m in consumers] == ["MatMul"] and consumers[0].input[1] == n.output[0]
     stored = {types[f"{t.name}_quantized"] for t in plan.weights}
-    signed = bits >= 4  # the default grid: asymmetric (unsigned containers) at 2-3 bits
+    signed = bits >= 5  # the default grid: asymmetric (unsigned containers) at 2-4 bits
     expected = {2: ("INT2", "UINT2"), 4: ("INT4", "UINT4"), 8: ("INT8", "UINT8")}[bits][0 if signed else 1]
     assert stored == {getattr(onnx.TensorProto, expected)}
     names = [f"{t.name}_dequantized" for t in plan.weights]

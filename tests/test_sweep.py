@@ -84,10 +84,9 @@ def test_sweep_writes_every_file(swept):
         assert r["latency_ratio"] > 0 and r["latency"]["setup"]["seq"] == 128
         assert (out / "cells" / f"{r['id']}.json").is_file()
     by = {(r["method"], r["bits"]): r for r in rows}
-    # the packed payload shrinks with the bits; on this tiny graph the 2-bit file itself can outweigh the 4-bit
-    # one (2-bit is asymmetric by default: zero points and a Cast/Sub per weight cost more than 2 bits save)
+    # the packed payload shrinks with the bits; on this tiny graph the files themselves need not (2-4 bits are
+    # asymmetric by default: zero points and a Cast/Sub per weight outweigh the bits saved on 16x16 matrices)
     assert by[("lq", 2)]["ideal_bytes"] < by[("lq", 4)]["ideal_bytes"] < by[("lq", 8)]["ideal_bytes"]
-    assert max(by[("lq", 2)]["bytes"], by[("lq", 4)]["bytes"]) < by[("lq", 8)]["bytes"]
     assert by[("lq", 8)]["metrics"]["pearson"] > by[("lq", 4)]["metrics"]["pearson"] > by[("lq", 2)]["metrics"]["pearson"]
     assert all(r["layer_bits"]["layers"] == [r["bits"]] * 2 for r in rows)
     table = list(csv.DictReader((out / "results.csv").open()))
@@ -246,8 +245,8 @@ def test_qbert_cells_share_one_hessian(stsb, tmp_path):
         assert row["options"]["granularity"] == "neuron-group" and "symmetric" not in row["options"]
         assert row["variant"] == "Q-BERT bits±1 by Ω neuron groups"
     plan = json.loads((out / "models" / rows[3]["id"] / "plan.json").read_text())
-    # the grid follows each layer's bits: asymmetric at 2-3, symmetric at 4
-    assert {(w["bits"], w["symmetric"]) for w in plan["weights"]} <= {(2, False), (3, False), (4, True)}
+    # the grid follows each layer's bits: asymmetric at 2-4, symmetric from 5
+    assert {(w["bits"], w["symmetric"]) for w in plan["weights"]} <= {(2, False), (3, False), (4, False)}
     assert len({w["bits"] for w in plan["weights"]}) == 2
     assert plan["method"] == "qbert" and plan["analysis"]["hessian"]["layers"] == record["layers"]
     again = run_sweep(str(stsb["fp32"]), out, "stsb", ["qbert"], [4, 3], data_dir=stsb["glue"], latency=False,

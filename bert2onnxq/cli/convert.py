@@ -73,7 +73,7 @@ def optgroup_qbert(f):
               help="neuron-group: ranges per weight matrix (1 = per tensor; >= outputs = per channel).")
 @click.option("--symmetric/--asymmetric", default=None,
               help="Weight grid: narrow signed grid without zero point, or all 2^bits levels with one.  [default: "
-                   "asymmetric for qbert; else symmetric at 4-8 bits, asymmetric at 2-3]")
+                   "asymmetric for qbert; else symmetric at 5-8 bits, asymmetric at 2-4]")
 @click.option("--aciq-dist", type=click.Choice(["laplace", "gauss"]), default="laplace", show_default=True)
 @click.option("--ocs-ratio", type=float, default=0.02, show_default=True,
               help="OCS expand ratio r: ceil(r*K) input channels split per weight (paper's grid 0, 0.01, 0.02, 0.05).")
