@@ -75,12 +75,9 @@ DEFAULT_ROWS = [
     Row("ORT quantize_dynamic per-channel", "ort-dynamic", per_channel=True),
     Row("ORT quantize_dynamic per-tensor", "ort-dynamic", per_channel=False),
     ours("LQ-8 per-channel", method="lq", bits=8),
-    # the 4-bit rows were timed on the symmetric grid, the default then; the asymmetric default since runs at
-    # the same speed (sweep cells: 0.95-0.99x FP32 either way for group-32)
-    ours("LQ-4 group-32", method="lq", bits=4, granularity="group", group_size=32, symmetric=True),
-    ours("LQ-4 group-128", method="lq", bits=4, granularity="group", group_size=128, symmetric=True),  # convert's default group
-    ours("LQ-4 group-32 int8", method="lq", bits=4, granularity="group", group_size=32, group_kernel="int8",
-         symmetric=True),
+    ours("LQ-4 group-32", method="lq", bits=4, granularity="group", group_size=32),
+    ours("LQ-4 group-128", method="lq", bits=4, granularity="group", group_size=128),  # convert's default group
+    ours("LQ-4 group-32 int8", method="lq", bits=4, granularity="group", group_size=32, group_kernel="int8"),
     ours("OCS-3 per-channel", method="ocs", bits=3),
     ours("OCS-8 per-channel", method="ocs", bits=8),  # sums do not fit int8: the Concat + Gather form
     Row("Q-BERT avg 3 (2-4 bits by layer)", "qbert"),  # neuron groups, asymmetric, ACIQ; timing allocation below
