@@ -146,14 +146,30 @@ def fp32_export(name: str, shared: Path, work: Path) -> tuple[Path, dict]:
                   "layers": int(meta["bert2onnxq.num_layers"])}
 
 
+def code_version() -> str:
+    """bert2onnxq's sources and ONNX Runtime's version: a cached row file is reused only when made by both."""
+    import hashlib
+
+    import onnxruntime
+
+    import bert2onnxq
+
+    h = hashlib.sha1(onnxruntime.__version__.encode())
+    for p in sorted(Path(bert2onnxq.__file__).parent.rglob("*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def produce(row: Row, fp32: Path, arch: dict, folder: Path) -> tuple[Path, dict]:
-    """The row's file (made once per work folder) and what to report about it."""
+    """The row's file (made once per work folder and code version) and what to report about it."""
     if row.kind == "fp32":
         return fp32, {}
     path = folder / row.slug / "model.onnx"
     sidecar = path.with_suffix(".json")
     if path.is_file() and sidecar.is_file() and sidecar.stat().st_mtime >= fp32.stat().st_mtime:
-        return path, json.loads(sidecar.read_text())
+        info = json.loads(sidecar.read_text())
+        if info.get("code") == code_version():
+            return path, info
     path.parent.mkdir(parents=True, exist_ok=True)
     info: dict = {}
     opt = folder / "fp32-optimised" / "model.onnx"
@@ -186,6 +202,7 @@ def produce(row: Row, fp32: Path, arch: dict, folder: Path) -> tuple[Path, dict]
             result = convert(str(fp32), path, row.convert_options())
         info = {"ideal_bytes": result["ideal_bytes"], "size_vs_ideal": result["size_vs_ideal"],
                 "size_vs_container_ideal": result["size_vs_container_ideal"], "plan_summary": result["plan"].summary()}
+    info["code"] = code_version()
     sidecar.write_text(json.dumps(info))
     return path, info
 
