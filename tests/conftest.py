@@ -18,6 +18,17 @@ WORDS = ("the a an is was movie film good bad great boring fun not very who what
          "written book novel author city river year in of by and to it this that , . ? !").split()
 
 
+def tiny_feeds(batch=2, seq=11, vocab=60, seed=0) -> dict:
+    """Random token ids for the tiny BERT; the last sequence is padded at its end."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, vocab, size=(batch, seq))
+    mask = np.ones_like(ids)
+    mask[-1, seq - 3:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
 def make_tiny_bert(folder: Path, head: str = "classification", num_layers: int = 2, seed: int = 0) -> Path:
     """Save a random 2-layer BERT (hidden 32, 4 heads) and a fast tokenizer into `folder`."""
     import torch

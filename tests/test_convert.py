@@ -16,6 +16,7 @@ from bert2onnxq import numerics
 from bert2onnxq.convert import ConvertOptions, convert
 from bert2onnxq.errors import BadInput
 from bert2onnxq.plan import QuantPlan
+from conftest import tiny_feeds
 
 CASES = [  # (method, bits, granularity, symmetric)
     ("lq", 8, "channel", True),
@@ -35,14 +36,6 @@ def _options(method, bits, granularity, symmetric, **kw):
 
 def _fp32_weights(path: Path) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
-
-
-def _feeds(batch=2, seq=11, vocab=60, seed=0):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(5, vocab, size=(batch, seq))
-    mask = np.ones_like(ids)
-    mask[-1, seq - 3:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +58,7 @@ def test_dequantized_weights_equal_numpy_reference(case, converted, tiny_onnx):
     plan = summary["plan"]
     names = [f"{t.name}_dequantized" for t in plan.weights]
     model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
-    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, _feeds())
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, tiny_feeds())
     assert len(plan.weights) == 12  # 2 layers x (q, k, v, attention output, intermediate, output)
     for t, value in zip(plan.weights, got):
         w = fp32[t.name]
@@ -98,7 +91,7 @@ def test_packed_containers_and_checker(case, converted):
 @pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[6]], ids=lambda c: "-".join(map(str, c)))
 def test_reference_evaluator_agrees_with_onnxruntime(case, converted):
     path, _ = converted[case]
-    feeds = _feeds()
+    feeds = tiny_feeds()
     ref = ReferenceEvaluator(str(path)).run(None, feeds)[0]
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     np.testing.assert_allclose(got, ref, atol=2e-3, rtol=1e-3)
@@ -179,7 +172,7 @@ def test_int4_embeddings_gather_block_quantized(tiny_onnx, tmp_path):
     assert word.group_size == 32  # hidden 32: one block per row
     node = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized" and n.input[0].startswith(word.name))
     model.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
-    feeds = _feeds()
+    feeds = tiny_feeds()
     rows = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run([node.output[0]], feeds)[0]
     table = fp32[word.name]
     scale = np.abs(table).max(axis=1, keepdims=True) / 7
@@ -208,7 +201,7 @@ def test_static_activation_calibration(tiny_onnx, tmp_path, method):
     model = onnx.load(str(out))
     assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) == len(ranges)
     assert not any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node)
-    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, _feeds())
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, tiny_feeds())
 
 
 @pytest.mark.parametrize("bits,symmetric,expected", [(2, None, False), (3, None, False), (4, None, False), (5, None, True),

@@ -10,6 +10,7 @@ from onnx import numpy_helper
 
 from bert2onnxq import numerics
 from bert2onnxq.convert import ConvertOptions, convert
+from conftest import tiny_feeds
 
 
 # --- the partition ----------------------------------------------------------------------------------------
@@ -136,14 +137,6 @@ def test_neuron_group_aciq_alpha_per_group():
 # --- in the graph -----------------------------------------------------------------------------------------
 
 
-def _feeds(batch=2, seq=11, vocab=60, seed=0):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(5, vocab, size=(batch, seq))
-    mask = np.ones_like(ids)
-    mask[-1, seq - 3:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-
-
 @pytest.mark.parametrize("bits,symmetric,groups", [(3, False, 6), (2, False, 5), (8, True, 6), (4, True, 3)])
 def test_neuron_group_graph_equals_numpy_and_runs(tiny_onnx, tmp_path, bits, symmetric, groups):
     src = tiny_onnx["classification"]
@@ -158,7 +151,7 @@ def test_neuron_group_graph_equals_numpy_and_runs(tiny_onnx, tmp_path, bits, sym
     names = [f"{t.name}_dequantized" for t in plan.weights]
     model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = session.run(names, _feeds())
+    got = session.run(names, tiny_feeds())
     for t, value in zip(plan.weights, got):
         heads = 4 if t.role in ("query", "key", "value") else None  # the tiny BERT has 4 heads
         assert (t.granularity, t.groups, t.heads) == ("neuron-group", groups, heads)
@@ -174,7 +167,7 @@ def test_neuron_group_graph_equals_numpy_and_runs(tiny_onnx, tmp_path, bits, sym
     weights = sum(t.num_params * bits / 8 + groups * 4 + (0 if symmetric else groups * bits / 8) for t in plan.weights)
     tables = sum(t.num_params + t.stats["num_scales"] * 4 for t in plan.embeddings)
     assert plan.ideal_bytes() == pytest.approx(weights + tables)
-    logits = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, _feeds())[0]
+    logits = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, tiny_feeds())[0]
     assert logits.shape == (2, 3) and np.isfinite(logits).all()
 
 

@@ -19,16 +19,9 @@ from bert2onnxq.errors import BadInput
 from bert2onnxq.inspect import runtime_graph
 from bert2onnxq.numerics import QuantParams, fold_ocs, requantize_int8
 from bert2onnxq.plan import QuantPlan
+from conftest import tiny_feeds
 
 f32 = np.float32
-
-
-def _feeds(batch=2, seq=11, vocab=60, seed=0):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(5, vocab, size=(batch, seq))
-    mask = np.ones_like(ids)
-    mask[-1, seq - 3:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
 def _run(path, names=None, feeds=None, disable_all=False):
@@ -40,7 +33,7 @@ def _run(path, names=None, feeds=None, disable_all=False):
     if disable_all:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(names, feeds or _feeds())
+    return session.run(names, feeds or tiny_feeds())
 
 
 # --- numerics -------------------------------------------------------------------------------------------------

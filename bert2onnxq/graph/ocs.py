@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from .qdq_weights import float_initializer, int64_initializer
+
 GATHER_SUFFIX = "_ocs_gather"
 CONCAT_SUFFIX = "_ocs_concat"
 
@@ -53,9 +55,7 @@ class SplitChannelsPass(ir.passes.InPlacePass):
             k = int(index.max()) + 1
             if not np.array_equal(index[:k], np.arange(k)):
                 raise ValueError(f"{base}: an OCS index starts with the K original channels")
-            extra = ir.Value(name=f"{base}_ocs_index", shape=ir.Shape([index.size - k]), type=ir.TensorType(ir.DataType.INT64),
-                             const_value=ir.tensor(index[k:], name=f"{base}_ocs_index"))
-            graph.register_initializer(extra)
+            extra = int64_initializer(graph, f"{base}_ocs_index", index[k:])
             x = node.inputs[0]
             gather = ir.node("Gather", [x, extra], {"axis": -1}, name=f"{base}{GATHER_SUFFIX}",
                              outputs=[ir.Value(name=f"{base}_ocs_split_channels")])
@@ -88,21 +88,15 @@ class SplitActivationsPass(ir.passes.InPlacePass):
             x = values[name]
             readers = [(node, i) for node, i in list(x.uses()) if _reads_for(node, i, weights)]
             base = name.replace("/", "_").strip("_") or "act"
-            index, factor = np.asarray(index, np.int64), np.asarray(factor, np.float32)
+            index = np.asarray(index, np.int64)
             k = int(index.max()) + 1
             if not np.array_equal(index[:k], np.arange(k)):
                 raise ValueError(f"{name}: an OCS activation index starts with the K original channels")
-
-            def const(suffix, array, dtype):
-                value = ir.Value(name=f"{base}_ocs_act_{suffix}", shape=ir.Shape(array.shape), type=ir.TensorType(dtype),
-                                 const_value=ir.tensor(array))
-                graph.register_initializer(value)
-                return value
-
-            scaled = ir.node("Mul", [x, const("factor", factor[:k], ir.DataType.FLOAT)], name=f"{base}_ocs_act_halve")
-            gather = ir.node("Gather", [x, const("index", index[k:], ir.DataType.INT64)], {"axis": -1},
+            scaled = ir.node("Mul", [x, float_initializer(graph, f"{base}_ocs_act_factor", factor[:k])],
+                             name=f"{base}_ocs_act_halve")
+            gather = ir.node("Gather", [x, int64_initializer(graph, f"{base}_ocs_act_index", index[k:])], {"axis": -1},
                              name=f"{base}_ocs_act_gather")
-            extra = ir.node("Mul", [gather.outputs[0], const("extra_factor", factor[k:], ir.DataType.FLOAT)],
+            extra = ir.node("Mul", [gather.outputs[0], float_initializer(graph, f"{base}_ocs_act_extra_factor", factor[k:])],
                             name=f"{base}_ocs_act_halve_extra")
             concat = ir.node("Concat", [scaled.outputs[0], extra.outputs[0]], {"axis": -1}, name=f"{base}_ocs_act_concat",
                              outputs=[ir.Value(name=split_activation_name(name))])
