@@ -30,7 +30,7 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import md_checks, md_table, print_checks, save  # noqa: E402
+from tables import console_table, md_checks, md_table, print_checks, save  # noqa: E402
 from quantization_table import (DEFAULT_SHARED, METRIC_LABEL, MODELS, SQUAD_FILE, THREADS,  # noqa: E402
                                 attention_matmuls, environment, err, fp32_export, linear_kernels, out,
                                 describe_task, reference_cache, run_validate)
@@ -294,15 +294,9 @@ def hessian_lines(entry: dict) -> list[str]:
 
 
 def print_table(entry: dict) -> None:
-    from rich.table import Table
 
     header, cells = table_rows(entry)
-    table = Table(title=title(entry), title_justify="left")
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i < 3 else "right", no_wrap=True)
-    for row in cells:
-        table.add_row(*row)
-    out.print(table)
+    out.print(console_table(title(entry), header, cells, left=3))
     for line in hessian_lines(entry):
         out.print(line)
     print_checks(out, entry["checks"])

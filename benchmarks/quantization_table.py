@@ -37,10 +37,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import md_checks, md_table, print_checks, save  # noqa: E402
+from tables import console_table, md_checks, md_table, print_checks, save  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -532,12 +531,7 @@ def title(entry: dict) -> str:
 
 def print_table(entry: dict) -> None:
     header, cells, sections = table_rows(entry)
-    table = Table(title=title(entry), title_justify="left")
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i < 4 else "right", no_wrap=True)
-    for i, row in enumerate(cells):
-        table.add_row(*row, end_section=i in sections)
-    out.print(table)
+    out.print(console_table(title(entry), header, cells, left=4, sections=set(sections)))
     print_checks(out, entry.get("checks", []))
     for note in entry.get("notes", []):
         out.print(f"  [dim]note: {note}[/]")

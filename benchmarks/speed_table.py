@@ -19,6 +19,7 @@ Omega (see `qbert_timing_options`).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import os
@@ -33,10 +34,9 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import md_checks, md_table, print_checks, save  # noqa: E402
+from tables import console_table, md_checks, md_table, print_checks, save  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
@@ -146,6 +146,7 @@ def fp32_export(name: str, shared: Path, work: Path) -> tuple[Path, dict]:
                   "layers": int(meta["bert2onnxq.num_layers"])}
 
 
+@functools.lru_cache(maxsize=None)
 def code_version() -> str:
     """bert2onnxq's sources and ONNX Runtime's version: a cached row file is reused only when made by both."""
     import hashlib
@@ -330,14 +331,10 @@ def cells(r: dict) -> list[str]:
 
 def print_table(name: str, batch: int, b: dict) -> None:
     s = b["settings"]
-    table = Table(title=f"{name}: batch {batch}, sequence {s['seq']}, {s['threads']} threads, {s['rounds']} rounds x "
-                        f"{s['runs_per_round']} runs interleaved; load {b['load_average'][0][0]:.1f} -> {b['load_average'][1][0]:.1f}",
-                  title_justify="left")
-    for i, h in enumerate(HEADER):
-        table.add_column(h, justify="left" if i in (0, 7) else "right")
-    for r in b["rows"]:
-        table.add_row(*cells(r))
-    out.print(table)
+    out.print(console_table(f"{name}: batch {batch}, sequence {s['seq']}, {s['threads']} threads, {s['rounds']} rounds x "
+                            f"{s['runs_per_round']} runs interleaved; load {b['load_average'][0][0]:.1f} -> "
+                            f"{b['load_average'][1][0]:.1f}", HEADER, [cells(r) for r in b["rows"]], left={0, 7},
+                            no_wrap=False))
     print_checks(out, b["checks"])
 
 

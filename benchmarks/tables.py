@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 
+def _is_left(left: int | set[int]):
+    return (lambda i: i in left) if isinstance(left, set) else (lambda i: i < left)
+
+
 def md_table(header: list[str], rows: list[list[str]], left: int | set[int]) -> list[str]:
     """A Markdown table: columns in `left` (or the first `left` columns) left-aligned, the others right."""
-    is_left = (lambda i: i in left) if isinstance(left, set) else (lambda i: i < left)
+    is_left = _is_left(left)
     return (["| " + " | ".join(header) + " |",
              "|" + "|".join("---" if is_left(i) else "---:" for i in range(len(header))) + "|"]
             + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows])
+
+
+def console_table(title: str, header: list[str], rows: list[list[str]], left: int | set[int],
+                  sections: set[int] = frozenset(), no_wrap: bool = True):
+    """The same table for the terminal (rich): a rule under each row index in `sections`."""
+    from rich.table import Table
+
+    is_left = _is_left(left)
+    table = Table(title=title, title_justify="left")
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if is_left(i) else "right", no_wrap=no_wrap)
+    for i, row in enumerate(rows):
+        table.add_row(*row, end_section=i in sections)
+    return table
 
 
 def md_checks(checks: list[dict]) -> list[str]:
