@@ -25,7 +25,14 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quantization_table import DEFAULT_SHARED, MODELS, SQUAD_FILE, fp32_export, reference_cache, run_validate  # noqa: E402
+from harness import (  # noqa: E402
+    DEFAULT_SHARED,
+    MODELS,
+    SQUAD_FILE,
+    fp32_export,
+    reference_cache,
+    run_validate,
+)
 
 RATIOS = (0.01, 0.02, 0.05)
 SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
@@ -46,8 +53,9 @@ def row_options(bits: int, symmetric: bool = True) -> list[tuple[str, dict]]:
 
 def bench(name: str, shared: Path, work_root: Path, bits: list[int], squad_limit: int | None,
           symmetric: bool = True) -> dict:
-    from bert2onnxq.calibrate import observe_activations
-    from bert2onnxq.convert import ConvertOptions, convert
+    from bert2onnxq.analyse.activations import observe_activations
+    from bert2onnxq.convert import convert
+    from bert2onnxq.methods import convert_options
 
     task = MODELS[name]
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
@@ -74,7 +82,7 @@ def bench(name: str, shared: Path, work_root: Path, bits: list[int], squad_limit
             for label, opts in row_options(b, symmetric):
                 grid = "" if symmetric else "-asym"
                 path = work / "ocs" / f"{label.replace(' ', '_').replace('=', '').replace('+', '')}-w{b}{grid}.onnx"
-                summary = convert(str(fp32), path, ConvertOptions(**opts), calibrate=calibrate)
+                summary = convert(str(fp32), path, convert_options(**opts), calibrate=calibrate)
                 result, _ = run_validate(path, task, fp32, data, limit)
                 cmp = result["comparison"]
                 metric = result["model"]["metrics"][primary]

@@ -30,10 +30,24 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (  # noqa: E402
+    DEFAULT_SHARED,
+    METRIC_LABEL,
+    MODELS,
+    SQUAD_FILE,
+    THREADS,
+    attention_matmuls,
+    describe_task,
+    environment,
+    err,
+    fp32_export,
+    linear_kernels,
+    model_list,
+    out,
+    reference_cache,
+    run_validate,
+)
 from tables import console_table, md_checks, md_table, print_checks, save  # noqa: E402
-from quantization_table import (DEFAULT_SHARED, METRIC_LABEL, MODELS, SQUAD_FILE, THREADS,  # noqa: E402
-                                attention_matmuls, environment, err, fp32_export, linear_kernels, out,
-                                describe_task, reference_cache, run_validate)
 
 GROUPS = 128
 SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
@@ -93,8 +107,11 @@ def rows(grid_ablation: bool) -> list[Row]:
 
 def produce(row: Row, fp32: Path, work: Path, task: str, data: dict, hessian: dict | None,
             hessian_batch_size: int) -> tuple[Path, dict]:
-    from bert2onnxq.convert import ConvertOptions, convert
-    from bert2onnxq.qbert import QBertOptions
+    from dataclasses import replace
+
+    from bert2onnxq.convert import convert
+    from bert2onnxq.methods import ConvertOptions, convert_options
+    from bert2onnxq.methods.qbert import QBertOptions
 
     if row.kind == "fp32":
         return fp32, {"bytes": sum(f.stat().st_size for f in fp32.parent.glob("model.onnx*"))}
@@ -102,12 +119,12 @@ def produce(row: Row, fp32: Path, work: Path, task: str, data: dict, hessian: di
     common = dict(granularity="neuron-group", groups=GROUPS, symmetric=row.symmetric,
                   act_bits=8 if row.activations else None, emb_bits=8)
     if row.kind == "uniform":
-        options = ConvertOptions(method="aciq" if row.clip == "aciq" else "lq", bits=row.bits, **common)
+        options = convert_options(method="aciq" if row.clip == "aciq" else "lq", bits=row.bits, **common)
     else:
         qb = QBertOptions(task=task, data_dir=data.get("data_dir"), calib_file=data.get("calib_file"),
                           avg_bits=row.avg_bits or 3.0, mix=row.mix, order=row.order, batch_size=hessian_batch_size,
                           threads=1, hessian=hessian)
-        options = ConvertOptions(method="qbert", clip=row.clip, qbert=qb, **common)
+        options = ConvertOptions(method_options=replace(qb, clip=row.clip), **common)
     start = time.perf_counter()
     with _progress() as factory:
         result = convert(str(fp32), path, options, progress=factory)
@@ -125,7 +142,13 @@ class _progress:
     """A rich progress bar for the Hessian (stderr)."""
 
     def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.bars = Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), console=err, transient=True)
@@ -333,16 +356,8 @@ def markdown(report: dict) -> str:
 # CLI
 
 
-def _models(ctx, param, value):
-    names = [x.strip() for x in value.split(",") if x.strip()]
-    unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        raise click.BadParameter(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
-    return names
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--models", default=",".join(MODELS), show_default=True, callback=_models)
+@click.option("--models", default=",".join(MODELS), show_default=True, callback=model_list)
 @click.option("--squad-limit", type=click.IntRange(1), default=None,
               help="Only the first N SQuAD questions (default: all 2,447 of the held-out file).")
 @click.option("--hessian-batch-size", type=click.IntRange(1), default=8, show_default=True,

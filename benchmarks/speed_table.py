@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
@@ -51,7 +51,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 class Row:
     label: str
     kind: str  # fp32 | fp32-opt | ort-dynamic | ours | qbert
-    options: tuple = ()  # ours: ConvertOptions fields as (key, value) pairs
+    options: tuple = ()  # ours: flat convert options (methods.convert_options) as (key, value) pairs
     plan: str | None = None  # ours: a saved plan applied instead of options
     per_channel: bool = True  # ort-dynamic
 
@@ -60,9 +60,9 @@ class Row:
         return "".join(c if c.isalnum() else "-" for c in self.label.lower()).strip("-")
 
     def convert_options(self):
-        from bert2onnxq.convert import ConvertOptions
+        from bert2onnxq.methods import convert_options
 
-        return ConvertOptions(**dict(self.options))
+        return convert_options(**dict(self.options))
 
 
 def ours(label: str, **options) -> Row:
@@ -85,17 +85,17 @@ DEFAULT_ROWS = [
 
 
 def parse_row(spec: str) -> Row:
-    """'LABEL: key=value,key=value' -> a row of ours with those ConvertOptions fields."""
-    from bert2onnxq.convert import ConvertOptions
+    """'LABEL: key=value,key=value' -> a row of ours with those flat convert options."""
+    from bert2onnxq.methods import FLAT_DEFAULTS
 
     label, _, rest = spec.partition(":")
-    known = {f.name: f.type for f in fields(ConvertOptions)}
+    known = FLAT_DEFAULTS
     options = {}
     for item in filter(None, (x.strip() for x in rest.split(","))):
         key, _, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if key not in known:
-            raise click.BadParameter(f"unknown ConvertOptions field '{key}' (known: {', '.join(known)})")
+            raise click.BadParameter(f"unknown convert option '{key}' (known: {', '.join(known)})")
         options[key] = _value(value.strip())
     return ours(label.strip(), **options)
 
@@ -212,7 +212,8 @@ def qbert_timing_options(layers: int):
     """Q-BERT's graph (neuron groups, asymmetric, ACIQ) at an average of 3 bits over 2/3/4, allocated
     from a stand-in Omega that falls with depth: the random BERT-base has no task to take a Hessian on,
     and every layer has the same shapes, so which layer gets which bits does not change the timing."""
-    from bert2onnxq.qbert import QBertOptions, qbert_convert_options
+    from bert2onnxq.methods import qbert_convert_options
+    from bert2onnxq.methods.qbert import QBertOptions
 
     record = {"synthetic": "timing only: Omega = layers - layer", "layers": [
         {"layer": i, "omega": float(layers - i)} for i in range(layers)]}

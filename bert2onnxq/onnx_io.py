@@ -7,8 +7,13 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import BadInput
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx_ir as ir
 
 
 def load_onnx(path: Path, load_external_data: bool = True):
@@ -62,3 +67,52 @@ def atomic_output(target: Path):
             os.replace(f, parent / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_ir(path: Path) -> "ir.Model":
+    import onnx_ir as ir
+
+    return ir.from_proto(load_onnx(path))
+
+
+def weight_array(model: "ir.Model", name: str) -> "np.ndarray":
+    """An initializer of an onnx-ir model as float32."""
+    import numpy as np
+
+    return np.asarray(model.graph.initializers[name].const_value.numpy(), dtype=np.float32)
+
+
+def model_metadata(path: Path) -> dict:
+    """The bert2onnxq metadata of an ONNX file (without loading its weights)."""
+    model = load_onnx(path, load_external_data=False)
+    return {p.key.removeprefix("bert2onnxq."): p.value for p in model.metadata_props if p.key.startswith("bert2onnxq.")}
+
+
+def load_tokenizer(model_path: Path, meta: dict, tokenizer_dir: Path | None = None):
+    """The tokenizer written beside an export (or in `tokenizer_dir`)."""
+    from transformers import AutoTokenizer
+
+    folder = Path(tokenizer_dir) if tokenizer_dir else Path(model_path).parent / meta.get("tokenizer", ".")
+    if not (folder / "tokenizer.json").is_file() and not (folder / "vocab.txt").is_file():
+        raise BadInput(f"no tokenizer files in '{folder}': pass --tokenizer DIR (the model folder it was exported from)")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot load the tokenizer in '{folder}': {str(exc).splitlines()[0]}") from None
+
+
+def file_bytes(path: Path) -> int:
+    """The model's bytes on disk, external data included."""
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise BadInput(f"cannot write to '{out}' ({exc.strerror or exc}): choose a writable -o") from None

@@ -29,6 +29,12 @@ WEIGHT_ROLES = ("query", "key", "value", "attention_output", "intermediate", "ou
 EMBEDDING_ROLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
 
 
+def split_activation_name(name: str) -> str:
+    """The graph name of activation `name` after OCS split its channels (what gets quantized, and
+    the key of its static range)."""
+    return f"{name}_ocs_split"
+
+
 @dataclass
 class TensorPlan:
     """One quantized tensor: an encoder MatMul weight ([in, out]) or an embedding table ([rows, hidden])."""
@@ -202,3 +208,32 @@ def check_plan_fits(plan: QuantPlan, initializers: dict[str, tuple[int, ...]]) -
                            f"{list(initializers[t.name])}: use a plan made for this model")
         if not 2 <= t.bits <= 8:
             raise BadInput(f"the plan gives '{t.name}' {t.bits} bits; bits must be 2..8")
+
+
+def default_kernel(t: TensorPlan, target: str, act_bits: int | None, group_kernel: str = "matmulnbits") -> str:
+    """The ORT kernel a weight runs on (KERNELS). CPU with 8-bit activations: the int8 GEMM for
+    per-tensor/per-channel weights; group-wise ones have no int8 GEMM in ORT and go to MatMulNBits
+    (int8 activations per block) unless requantized per channel (group_kernel="int8"). Weight-only
+    graphs and CUDA: DequantizeLinear -> MatMul, which ORT fuses into MatMulNBits."""
+    if target == "cpu" and act_bits:
+        if t.granularity != "group":
+            return "int8"
+        return "int8-requant" if group_kernel == "int8" else "matmulnbits"
+    return "matmulnbits"
+
+
+def check_kernels(plan: QuantPlan) -> None:
+    """Fill kernels missing from older plans with the target's default; BadInput for impossible ones."""
+    if plan.target not in TARGETS:
+        raise BadInput(f"the plan's target '{plan.target}' is unknown: choose cpu or cuda")
+    for t in plan.weights:
+        if not t.kernel:
+            t.kernel = default_kernel(t, plan.target, plan.activations.bits)
+        if t.kernel not in KERNELS or t.ocs_form not in ("", *OCS_FORMS):
+            raise BadInput(f"the plan gives '{t.name}' kernel '{t.kernel}' / OCS form '{t.ocs_form}', which bert2onnxq "
+                           f"does not know: recreate the plan with --plan-out")
+        int8 = t.kernel in ("int8", "int8-requant")
+        if int8 and (plan.target != "cpu" or not plan.activations.bits):
+            raise BadInput(f"the plan runs '{t.name}' on the int8 GEMM, which needs target cpu and 8-bit activations")
+        if (t.kernel == "int8-requant") != (t.granularity == "group" and int8):
+            raise BadInput(f"the plan's kernel '{t.kernel}' for '{t.name}' does not fit its {t.granularity} granularity")

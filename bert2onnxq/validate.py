@@ -14,9 +14,10 @@ from typing import Callable
 import numpy as np
 
 from .errors import BadInput
-from .onnx_io import load_onnx
+from .onnx_io import load_onnx, load_tokenizer, model_metadata  # noqa: F401  (re-exported)
 from .runtime import make_runner
 from .tasks import get_task
+
 
 @dataclass
 class Protocol:
@@ -140,24 +141,6 @@ def _write_atomic(path: Path, write) -> None:
     with open(tmp, "wb") as f:
         write(f)
     os.replace(tmp, path)
-
-
-def model_metadata(path: Path) -> dict:
-    """The bert2onnxq metadata of an ONNX file (without loading its weights)."""
-    model = load_onnx(path, load_external_data=False)
-    return {p.key.removeprefix("bert2onnxq."): p.value for p in model.metadata_props if p.key.startswith("bert2onnxq.")}
-
-
-def load_tokenizer(model_path: Path, meta: dict, tokenizer_dir: Path | None = None):
-    from transformers import AutoTokenizer
-
-    folder = Path(tokenizer_dir) if tokenizer_dir else Path(model_path).parent / meta.get("tokenizer", ".")
-    if not (folder / "tokenizer.json").is_file() and not (folder / "vocab.txt").is_file():
-        raise BadInput(f"no tokenizer files in '{folder}': pass --tokenizer DIR (the model folder it was exported from)")
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"cannot load the tokenizer in '{folder}': {str(exc).splitlines()[0]}") from None
 
 
 def validate(

@@ -6,12 +6,13 @@ import json
 
 import onnx
 import pytest
+from test_cli import assert_one_line_error, run_cli
 
 from bert2onnxq.bench import BenchSettings, bench, synthetic_feeds
-from bert2onnxq.convert import ConvertOptions, convert
+from bert2onnxq.convert import convert
 from bert2onnxq.errors import BadInput
 from bert2onnxq.inspect import inspect_model
-from test_cli import assert_one_line_error, run_cli
+from bert2onnxq.methods import convert_options
 
 FAST = dict(warmup=1, rounds=2, runs_per_round=1, threads=1)
 
@@ -21,9 +22,9 @@ def quantized(tiny_onnx, tmp_path_factory):
     root = tmp_path_factory.mktemp("bi")
     src = str(tiny_onnx["classification"])
     files = {"lq8": root / "lq8.onnx", "g4": root / "g4.onnx", "ocs3": root / "ocs3.onnx"}
-    plans = {"lq8": convert(src, files["lq8"], ConvertOptions())["plan"],
-             "g4": convert(src, files["g4"], ConvertOptions(bits=4, granularity="group", group_size=16, symmetric=False))["plan"],
-             "ocs3": convert(src, files["ocs3"], ConvertOptions(method="ocs", bits=3, ocs_ratio=0.05))["plan"]}
+    plans = {"lq8": convert(src, files["lq8"], convert_options())["plan"],
+             "g4": convert(src, files["g4"], convert_options(bits=4, granularity="group", group_size=16, symmetric=False))["plan"],
+             "ocs3": convert(src, files["ocs3"], convert_options(method="ocs", bits=3, ocs_ratio=0.05))["plan"]}
     return files, plans
 
 

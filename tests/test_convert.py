@@ -9,14 +9,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import tiny_feeds
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from bert2onnxq import numerics
-from bert2onnxq.convert import ConvertOptions, convert
+from bert2onnxq.convert import convert
 from bert2onnxq.errors import BadInput
+from bert2onnxq.methods import convert_options
 from bert2onnxq.plan import QuantPlan
-from conftest import tiny_feeds
 
 CASES = [  # (method, bits, granularity, symmetric)
     ("lq", 8, "channel", True),
@@ -31,7 +32,7 @@ CASES = [  # (method, bits, granularity, symmetric)
 
 
 def _options(method, bits, granularity, symmetric, **kw):
-    return ConvertOptions(method=method, bits=bits, granularity=granularity, group_size=16, symmetric=symmetric, **kw)
+    return convert_options(method=method, bits=bits, granularity=granularity, group_size=16, symmetric=symmetric, **kw)
 
 
 def _fp32_weights(path: Path) -> dict[str, np.ndarray]:
@@ -127,7 +128,7 @@ def test_plan_round_trip_and_reapply(converted, tiny_onnx, tmp_path):
 
 def test_bits_out_of_range(tiny_onnx, tmp_path):
     with pytest.raises(BadInput, match="outside 2..8"):
-        convert(str(tiny_onnx["classification"]), tmp_path / "o.onnx", ConvertOptions(bits=9))
+        convert(str(tiny_onnx["classification"]), tmp_path / "o.onnx", convert_options(bits=9))
     assert not (tmp_path / "o.onnx").exists()
 
 
@@ -158,13 +159,13 @@ def test_existing_output_survives_failure(tiny_onnx, tmp_path):
     out = tmp_path / "o.onnx"
     out.write_bytes(b"keep me")
     with pytest.raises(BadInput):
-        convert(str(tiny_onnx["classification"]), out, ConvertOptions(granularity="rows"))
+        convert(str(tiny_onnx["classification"]), out, convert_options(granularity="rows"))
     assert out.read_bytes() == b"keep me"
 
 
 def test_int4_embeddings_gather_block_quantized(tiny_onnx, tmp_path):
     out = tmp_path / "e4.onnx"
-    summary = convert(str(tiny_onnx["classification"]), out, ConvertOptions(emb_bits=4, act_bits=None))
+    summary = convert(str(tiny_onnx["classification"]), out, convert_options(emb_bits=4, act_bits=None))
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
     fp32 = _fp32_weights(tiny_onnx["classification"])
@@ -187,13 +188,13 @@ def test_static_activation_calibration(tiny_onnx, tmp_path, method):
 
     if not (GLUE_DIR / "STS-B" / "train.tsv").is_file():
         pytest.skip("needs ../shared/data/glue/STS-B")
-    from bert2onnxq.calibrate import observe_activations
+    from bert2onnxq.analyse.activations import observe_activations
 
     def calibrate(path, names):
         return observe_activations(path, names, "stsb", samples=16, data_dir=GLUE_DIR)
 
     out = tmp_path / "static.onnx"
-    summary = convert(str(tiny_onnx["regression"]), out, ConvertOptions(act_calib="static", calib_method=method),
+    summary = convert(str(tiny_onnx["regression"]), out, convert_options(act_calib="static", calib_method=method),
                       calibrate=calibrate)
     ranges = summary["plan"].activations.ranges
     assert len(ranges) == 2 * 4  # per layer: attention input (q/k/v share it), attention output, FFN in, FFN out
@@ -207,9 +208,9 @@ def test_static_activation_calibration(tiny_onnx, tmp_path, method):
 @pytest.mark.parametrize("bits,symmetric,expected", [(2, None, False), (3, None, False), (4, None, False), (5, None, True),
                                                      (8, None, True), (3, True, True), (8, False, False)])
 def test_default_grid_depends_on_bits(tiny_onnx, bits, symmetric, expected):
-    from bert2onnxq.convert import decide_plan, load_ir
-    from bert2onnxq.graph.locate import check_quantizable
+    from bert2onnxq.convert import decide
+    from bert2onnxq.onnx_io import load_ir
 
     model = load_ir(tiny_onnx["classification"])
-    plan = decide_plan(model, ConvertOptions(bits=bits, symmetric=symmetric), check_quantizable(model))
+    plan = decide(model, convert_options(bits=bits, symmetric=symmetric))
     assert {t.symmetric for t in plan.weights} == {expected}

@@ -7,10 +7,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
-
-from bert2onnxq import hessian
-from bert2onnxq.errors import BadInput
 from conftest import GLUE_DIR, SHARED, SHARED_MODELS, make_tiny_bert, needs_shared
+
+from bert2onnxq.analyse import hessian
+from bert2onnxq.errors import BadInput
+from bert2onnxq.numerics import bits as allocation
 
 SQUAD_TRAIN = SHARED / "data" / "squad" / "dev-v1.1-train36.json"
 
@@ -150,34 +151,34 @@ def test_allocate_bits_meets_budget_exactly_and_is_monotone():
         omegas = list(rng.exponential(size=n) * 10)
         choices = sorted(rng.choice([2, 3, 4, 5, 6, 8], size=int(rng.integers(2, 4)), replace=False).tolist())
         avg = float(rng.integers(choices[0] * n, choices[-1] * n + 1)) / n  # reachable by some assignment?
-        bits = hessian.allocate_bits(omegas, avg, choices)
+        bits = allocation.allocate_bits(omegas, avg, choices)
         assert set(bits) <= set(choices) and _monotone(bits, omegas)
         # the best any monotone assignment can do under the budget, by brute force
         best = max(sum(b) for b in itertools.product(choices, repeat=n)
                    if sum(b) <= avg * n + 1e-9 and _monotone(b, omegas))
         assert sum(bits) == best
     # the Q-BERT setting: 6 layers, average 3 over 2,3,4 -> exactly 18 bits
-    bits = hessian.allocate_bits([5.0, 9.0, 1.0, 3.0, 7.0, 2.0], 3, (2, 3, 4))
+    bits = allocation.allocate_bits([5.0, 9.0, 1.0, 3.0, 7.0, 2.0], 3, (2, 3, 4))
     assert bits == [4, 4, 2, 2, 4, 2]  # without errors: the most bits on the most sensitive layers
 
 
 def test_allocate_bits_uneven_steps_and_sizes():
     # 2,4,5 with 3 layers and avg 11/3: greedy from the top (5,5,2 = 12 too many; 5,4,2 = 11) is exact here,
     # but 4 layers at avg 3.75 = 15 needs 5,4,4,2 or 5,5,... -- searched, not greedy
-    bits = hessian.allocate_bits([4.0, 3.0, 2.0, 1.0], 3.75, (2, 4, 5))
+    bits = allocation.allocate_bits([4.0, 3.0, 2.0, 1.0], 3.75, (2, 4, 5))
     assert sum(bits) == 15 and _monotone(bits, [4.0, 3.0, 2.0, 1.0])
     # size-weighted budget: one big layer counts more
-    bits = hessian.allocate_bits([1.0, 2.0], 3.0, (2, 4), layer_sizes=[3, 1])
+    bits = allocation.allocate_bits([1.0, 2.0], 3.0, (2, 4), layer_sizes=[3, 1])
     assert bits == [2, 4]  # 3*2 + 1*4 = 10 <= 12; 4 on the big one would be 14
     with pytest.raises(BadInput, match="below the smallest"):
-        hessian.allocate_bits([1.0, 2.0], 1.5, (2, 3))
+        allocation.allocate_bits([1.0, 2.0], 1.5, (2, 3))
 
 
 def test_fixed_mix_and_reverse():
     omegas = [5.0, 9.0, 1.0, 3.0, 7.0, 2.0]
-    mix = hessian.fixed_mix(omegas, 2, 3)
+    mix = allocation.fixed_mix(omegas, 2, 3)
     assert mix == [3, 3, 2, 2, 3, 2]
-    rev = hessian.reverse([3, 4, 2, 3, 4, 2], omegas)
+    rev = allocation.reverse([3, 4, 2, 3, 4, 2], omegas)
     assert sorted(rev) == sorted([3, 4, 2, 3, 4, 2])
     assert all(rev[i] <= rev[j] for i in range(6) for j in range(6) if omegas[i] > omegas[j])
     assert rev == [3, 2, 4, 3, 2, 4]

@@ -6,12 +6,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import tiny_feeds
 from onnx import numpy_helper
 
 from bert2onnxq import numerics
-from bert2onnxq.convert import ConvertOptions, convert
-from conftest import tiny_feeds
-
+from bert2onnxq.convert import convert
+from bert2onnxq.methods import convert_options
 
 # --- the partition ----------------------------------------------------------------------------------------
 
@@ -141,7 +141,7 @@ def test_neuron_group_aciq_alpha_per_group():
 def test_neuron_group_graph_equals_numpy_and_runs(tiny_onnx, tmp_path, bits, symmetric, groups):
     src = tiny_onnx["classification"]
     out = tmp_path / "ng.onnx"
-    summary = convert(str(src), out, ConvertOptions(method="lq", bits=bits, granularity="neuron-group",
+    summary = convert(str(src), out, convert_options(method="lq", bits=bits, granularity="neuron-group",
                                                     groups=groups, symmetric=symmetric))
     plan = summary["plan"]
     model = onnx.load(str(out))
@@ -175,7 +175,7 @@ def test_neuron_group_runs_on_int8_kernels(tiny_onnx, tmp_path):
     """Per-axis scales keep ONNX Runtime's integer MatMul (no float MatMul on dequantized weights)."""
     out = tmp_path / "ng.onnx"
     convert(str(tiny_onnx["classification"]), out,
-            ConvertOptions(method="lq", bits=3, granularity="neuron-group", groups=6, symmetric=False))
+            convert_options(method="lq", bits=3, granularity="neuron-group", groups=6, symmetric=False))
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
@@ -185,5 +185,5 @@ def test_neuron_group_runs_on_int8_kernels(tiny_onnx, tmp_path):
 
 def test_groups_above_columns_become_per_channel(tiny_onnx, tmp_path):
     summary = convert(str(tiny_onnx["classification"]), tmp_path / "o.onnx",
-                      ConvertOptions(method="lq", bits=4, granularity="neuron-group", groups=128))
+                      convert_options(method="lq", bits=4, granularity="neuron-group", groups=128))
     assert {(t.role, t.groups) for t in summary["plan"].weights} >= {("query", 32), ("intermediate", 64)}

@@ -7,11 +7,12 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-
-from bert2onnxq.convert import ConvertOptions, convert, decide_plan, load_ir, split_fp32
-from bert2onnxq.export import export
-from bert2onnxq.graph.locate import check_quantizable
 from conftest import SHARED_MODELS, needs_shared
+
+from bert2onnxq.convert import convert, decide, split_fp32
+from bert2onnxq.export import export
+from bert2onnxq.methods import convert_options
+from bert2onnxq.onnx_io import load_ir
 
 
 def _feeds(vocab, batch=3, seq=19, seed=0):
@@ -26,7 +27,7 @@ def _feeds(vocab, batch=3, seq=19, seed=0):
 
 def _split_matches_fp32(fp32_path, tmp_path, ratio, vocab):
     model = load_ir(fp32_path)
-    plan = decide_plan(model, ConvertOptions(method="ocs", ocs_ratio=ratio), check_quantizable(model))
+    plan = decide(model, convert_options(method="ocs", ocs_ratio=ratio))
     split = split_fp32(model, plan)
     path = tmp_path / f"split{ratio}.onnx"
     onnx.save(ir.to_proto(split), str(path))
@@ -56,7 +57,7 @@ def test_split_graph_equals_fp32_real_model(tmp_path):
 def test_quantized_ocs_graph_runs_and_records_splits(tiny_onnx, tmp_path, granularity, bits, grid):
     out = tmp_path / "ocs.onnx"
     summary = convert(str(tiny_onnx["classification"]), out,
-                      ConvertOptions(method="ocs", bits=bits, granularity=granularity, group_size=16, ocs_ratio=0.05,
+                      convert_options(method="ocs", bits=bits, granularity=granularity, group_size=16, ocs_ratio=0.05,
                                      ocs_grid_aware=grid, clip="aciq"))
     plan = summary["plan"]
     for t in plan.weights:
@@ -76,7 +77,7 @@ def test_quantized_ocs_graph_runs_and_records_splits(tiny_onnx, tmp_path, granul
 
 def _observers(fp32_path, names, samples=8):
     """Channel statistics of the named activations from random token ids (no task data needed)."""
-    from bert2onnxq.calibrate import ChannelObserver
+    from bert2onnxq.analyse.activations import ChannelObserver
 
     model = onnx.load(str(fp32_path))
     model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
@@ -90,13 +91,13 @@ def _observers(fp32_path, names, samples=8):
 
 
 def test_activation_split_graph_equals_fp32_tiny(tiny_onnx, tmp_path):
-    from bert2onnxq.convert import calibrate_activations
+    from bert2onnxq.analyse.activations import fill_activation_plan
 
     fp32 = tiny_onnx["classification"]
     model = load_ir(fp32)
-    options = ConvertOptions(method="ocs", ocs_ratio=0.1, ocs_activations=True)
-    plan = decide_plan(model, options, check_quantizable(model))
-    calibrate_activations(model, plan, fp32, lambda path, names: _observers(path, names))
+    options = convert_options(method="ocs", ocs_ratio=0.1, ocs_activations=True)
+    plan = decide(model, options)
+    fill_activation_plan(model, plan, fp32, lambda path, names: _observers(path, names))
     assert len(plan.activations.splits) == 4 * 2  # per layer: QKV input, attention output, FFN in, FFN out
     assert sorted(w for s in plan.activations.splits.values() for w in s["weights"]) == sorted(t.name for t in plan.weights)
     path = tmp_path / "split.onnx"
@@ -125,7 +126,7 @@ def test_quantized_activation_split_shrinks_static_range(tiny_onnx, tmp_path):
         return _observers(path, names)
 
     out = tmp_path / "ocs_act.onnx"
-    summary = convert(str(fp32), out, ConvertOptions(method="ocs", bits=4, ocs_ratio=0.1, ocs_activations=True,
+    summary = convert(str(fp32), out, convert_options(method="ocs", bits=4, ocs_ratio=0.1, ocs_activations=True,
                                                      act_calib="static"), calibrate=calibrate)
     assert len(calls) == 1  # one calibration pass serves both the splits and the ranges
     plan = summary["plan"]

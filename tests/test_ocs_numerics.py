@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from bert2onnxq.numerics import (aciq_params, dequantize, expand_scale, grid_aware, lq_params, mse, num_splits,
-                                 ocs_params, ocs_split, quantize)
-
 from conftest import SHARED_MODELS, needs_shared
+
+from bert2onnxq.numerics import (
+    aciq_params,
+    dequantize,
+    expand_scale,
+    grid_aware,
+    lq_params,
+    mse,
+    num_splits,
+    ocs_params,
+    ocs_split,
+    quantize,
+)
 
 f32 = np.float32
 MINILM = SHARED_MODELS / "minilm-l6-sst2" / "model.safetensors"
@@ -173,7 +182,7 @@ def test_activation_split_hand_example_with_resplits():
 
 
 def test_channel_observer_range_of_split_activation():
-    from bert2onnxq.calibrate import ChannelObserver
+    from bert2onnxq.analyse.activations import ChannelObserver
     from bert2onnxq.numerics import activation_split
 
     rng = np.random.default_rng(0)

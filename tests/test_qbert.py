@@ -8,11 +8,12 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import pytest
-
-from bert2onnxq.convert import ConvertOptions, convert
-from bert2onnxq.errors import BadInput
-from bert2onnxq.plan import QuantPlan
 from conftest import GLUE_DIR, make_tiny_bert, needs_shared
+
+from bert2onnxq.convert import convert
+from bert2onnxq.errors import BadInput
+from bert2onnxq.methods import ConvertOptions
+from bert2onnxq.plan import QuantPlan
 
 # --- convert --method qbert ------------------------------------------------------------------------------
 
@@ -20,11 +21,11 @@ needs_stsb = needs_shared(GLUE_DIR / "STS-B" / "train.tsv")
 
 
 def _qbert(**kw):
-    from bert2onnxq.qbert import QBertOptions
+    from bert2onnxq.methods.qbert import QBertOptions
 
     qb = dict(task="stsb", data_dir=GLUE_DIR, batches=2, batch_size=4, max_iter=15)
     qb.update(kw)
-    return ConvertOptions(method="qbert", granularity="neuron-group", groups=6, symmetric=False, qbert=QBertOptions(**qb))
+    return ConvertOptions(granularity="neuron-group", groups=6, symmetric=False, method_options=QBertOptions(**qb))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_qbert_plan_records_hessian_and_bits(qbert_converted):
 @needs_stsb
 def test_qbert_plan_reapplies_without_hessian(qbert_converted, tiny_onnx, tmp_path, monkeypatch):
     root, summary, _ = qbert_converted
-    import bert2onnxq.hessian as hessian
+    import bert2onnxq.analyse.hessian as hessian
 
     def boom(*a, **k):
         raise AssertionError("the Hessian must not be recomputed for --plan")
@@ -90,7 +91,7 @@ def test_qbert_reverse_order_and_mix(qbert_converted, tiny_onnx, tmp_path):
 @needs_stsb
 def test_qbert_reuses_a_recorded_hessian(qbert_converted, tiny_onnx, tmp_path, monkeypatch):
     root, summary, _ = qbert_converted
-    import bert2onnxq.hessian as hessian
+    import bert2onnxq.analyse.hessian as hessian
 
     monkeypatch.setattr(hessian, "layer_sensitivities", lambda *a, **k: pytest.fail("recomputed the Hessian"))
     record = summary["plan"].analysis["hessian"]
@@ -106,11 +107,11 @@ def test_qbert_reuses_a_recorded_hessian(qbert_converted, tiny_onnx, tmp_path, m
 
 @needs_stsb
 def test_qbert_bad_input(tiny_onnx, tiny_models, tmp_path):
-    from bert2onnxq.qbert import QBertOptions
+    from bert2onnxq.methods.qbert import QBertOptions
 
     out = tmp_path / "o.onnx"
     with pytest.raises(BadInput, match="needs --task"):
-        convert(str(tiny_onnx["regression"]), out, ConvertOptions(method="qbert", qbert=QBertOptions()))
+        convert(str(tiny_onnx["regression"]), out, ConvertOptions(method_options=QBertOptions()))
     other = make_tiny_bert(tmp_path / "other", "regression", seed=1)
     with pytest.raises(BadInput, match="not the one this ONNX was exported from"):
         convert(str(tiny_onnx["regression"]), out, _qbert(hf_model=str(other)))
@@ -174,10 +175,11 @@ def test_cli_qbert_json(tiny_onnx, tmp_path):
 
 
 def test_qbert_convert_options_defaults():
-    from bert2onnxq.qbert import QBertOptions, qbert_convert_options
+    from bert2onnxq.methods import qbert_convert_options
+    from bert2onnxq.methods.qbert import QBertOptions
 
     options = qbert_convert_options(QBertOptions(task="sst2"), emb_bits=None)
-    assert (options.method, options.granularity, options.groups, options.symmetric, options.clip) == \
+    assert (options.method, options.granularity, options.groups, options.symmetric, options.method_options.clip) == \
         ("qbert", "neuron-group", 128, False, "aciq")
     assert options.emb_bits is None and options.act_bits == 8
 

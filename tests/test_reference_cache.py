@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from stsb_data import make_stsb
 
 
@@ -19,10 +18,11 @@ def stsb(tiny_onnx, tmp_path_factory) -> dict:
 
 
 def test_reference_cache_replays_fp32_exactly(stsb, tmp_path):
-    from bert2onnxq.convert import ConvertOptions, convert
+    from bert2onnxq.convert import convert
+    from bert2onnxq.methods import convert_options
     from bert2onnxq.validate import ReferenceCache, validate
 
-    q = Path(convert(str(stsb["fp32"]), tmp_path / "q" / "model.onnx", ConvertOptions(bits=4))["output"])
+    q = Path(convert(str(stsb["fp32"]), tmp_path / "q" / "model.onnx", convert_options(bits=4))["output"])
     plain = validate(q, "stsb", reference=stsb["fp32"], data_dir=stsb["glue"], threads=1)
     disk = ReferenceCache(tmp_path / "cache")
     first = validate(q, "stsb", reference=stsb["fp32"], data_dir=stsb["glue"], threads=1, reference_cache=disk)

@@ -12,14 +12,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import tiny_feeds
 
 from bert2onnxq import numerics
-from bert2onnxq.convert import ConvertOptions, convert
+from bert2onnxq.convert import convert
 from bert2onnxq.errors import BadInput
 from bert2onnxq.inspect import runtime_graph
+from bert2onnxq.methods import convert_options
 from bert2onnxq.numerics import QuantParams, fold_ocs, requantize_int8
 from bert2onnxq.plan import QuantPlan
-from conftest import tiny_feeds
 
 f32 = np.float32
 
@@ -82,7 +83,7 @@ def test_requantize_int8_by_hand():
 @pytest.mark.parametrize("bits,symmetric", [(3, True), (3, False), (2, False)])
 def test_ocs_fold_is_exact_and_runs_int8(tiny_onnx, tmp_path, bits, symmetric):
     src = str(tiny_onnx["classification"])
-    options = ConvertOptions(method="ocs", bits=bits, symmetric=symmetric, ocs_ratio=0.05)
+    options = convert_options(method="ocs", bits=bits, symmetric=symmetric, ocs_ratio=0.05)
     summary = convert(src, tmp_path / "fold.onnx", options)
     plan = summary["plan"]
     assert {t.ocs_form for t in plan.weights} == {"fold"} and {t.kernel for t in plan.weights} == {"int8"}
@@ -95,11 +96,12 @@ def test_ocs_fold_is_exact_and_runs_int8(tiny_onnx, tmp_path, bits, symmetric):
     # the weight ORT folds at load is numerics' fold, times the per-channel scale
     names = [f"{t.name}_dequantized" for t in plan.weights]
     got = _run(tmp_path / "fold.onnx", names, disable_all=True)
-    from bert2onnxq.convert import load_ir, quantize_weight, weight_array
+    from bert2onnxq.onnx_io import load_ir, weight_array
+    from bert2onnxq.quantize import weight_grid
 
     fp32 = load_ir(tiny_onnx["classification"])
     for t, value in zip(plan.weights, got):
-        matrix, params, index = quantize_weight(weight_array(fp32, t.name), t)
+        matrix, params, index = weight_grid(weight_array(fp32, t.name), t)
         expected = fold_ocs(numerics.quantize(matrix, params), params, index).astype(f32) * params.scale.astype(f32)
         np.testing.assert_array_equal(value, expected)
     # same logits as the Concat + Gather form, and ORT runs plain int8 GEMMs on it
@@ -117,7 +119,7 @@ def test_ocs_fold_is_exact_and_runs_int8(tiny_onnx, tmp_path, bits, symmetric):
 
 def test_ocs_gather_only_reads_split_channels(tiny_onnx, tmp_path):
     """8-bit OCS sums do not fit int8: Concat(x, Gather(x, split channels)) on the uint8 activation."""
-    summary = convert(str(tiny_onnx["classification"]), tmp_path / "o.onnx", ConvertOptions(method="ocs", bits=8, ocs_ratio=0.05))
+    summary = convert(str(tiny_onnx["classification"]), tmp_path / "o.onnx", convert_options(method="ocs", bits=8, ocs_ratio=0.05))
     plan = summary["plan"]
     assert {t.ocs_form for t in plan.weights} == {"gather"}
     model = onnx.load(str(tmp_path / "o.onnx"))
@@ -135,7 +137,7 @@ def test_ocs_gather_only_reads_split_channels(tiny_onnx, tmp_path):
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_group_requant_is_exact_and_runs_int8(tiny_onnx, tmp_path, symmetric):
     src = str(tiny_onnx["classification"])
-    options = ConvertOptions(bits=4, granularity="group", group_size=16, symmetric=symmetric, group_kernel="int8")
+    options = convert_options(bits=4, granularity="group", group_size=16, symmetric=symmetric, group_kernel="int8")
     summary = convert(src, tmp_path / "rq.onnx", options)
     plan = summary["plan"]
     assert {t.kernel for t in plan.weights} == {"int8-requant"}
@@ -147,27 +149,28 @@ def test_group_requant_is_exact_and_runs_int8(tiny_onnx, tmp_path, symmetric):
         {onnx.TensorProto.INT4 if symmetric else onnx.TensorProto.UINT4}  # 4-bit group-wise on disk
     names = [f"{t.name}_dequantized" for t in plan.weights]
     got = _run(tmp_path / "rq.onnx", names, disable_all=True)
-    from bert2onnxq.convert import load_ir, quantize_weight, weight_array
+    from bert2onnxq.onnx_io import load_ir, weight_array
+    from bert2onnxq.quantize import weight_grid
 
     fp32 = load_ir(tiny_onnx["classification"])
     for t, value in zip(plan.weights, got):
-        matrix, params, _ = quantize_weight(weight_array(fp32, t.name), t)
+        matrix, params, _ = weight_grid(weight_array(fp32, t.name), t)
         q8, rq = requantize_int8(numerics.quantize(matrix, params), params)
         np.testing.assert_array_equal(value, numerics.dequantize(q8, rq))
     rt = runtime_graph(tmp_path / "rq.onnx")
     assert rt["linear_kernels"].get("int8") == len(plan.weights) and "nbits" not in rt["linear_kernels"]
     assert rt["dequantize_linear_at_run_time"] == 0
     # close to the exact group-wise graph (MatMulNBits): one extra rounding of half an int8 step
-    convert(src, tmp_path / "nbits.onnx", ConvertOptions(bits=4, granularity="group", group_size=16, symmetric=symmetric))
+    convert(src, tmp_path / "nbits.onnx", convert_options(bits=4, granularity="group", group_size=16, symmetric=symmetric))
     a, b = _run(tmp_path / "rq.onnx")[0], _run(tmp_path / "nbits.onnx")[0]
     assert np.abs(a - b).max() < 0.05 * np.abs(b).max() + 1e-3
 
 
 def test_default_graphs_run_on_the_planned_kernels(tiny_onnx, tmp_path):
     src = str(tiny_onnx["classification"])
-    for options, kernel, ort_kernel in ((ConvertOptions(), "int8", "int8"),
-                                        (ConvertOptions(bits=4), "int8", "int8"),
-                                        (ConvertOptions(bits=4, granularity="group", group_size=16), "matmulnbits", "nbits")):
+    for options, kernel, ort_kernel in ((convert_options(), "int8", "int8"),
+                                        (convert_options(bits=4), "int8", "int8"),
+                                        (convert_options(bits=4, granularity="group", group_size=16), "matmulnbits", "nbits")):
         summary = convert(src, tmp_path / "m.onnx", options)
         assert {t.kernel for t in summary["plan"].weights} == {kernel}
         rt = runtime_graph(tmp_path / "m.onnx")
@@ -179,7 +182,7 @@ def test_sub_byte_asymmetric_weights_run_signed(tiny_onnx, tmp_path, bits, granu
     """q - zero point is taken at load: ORT's int8 GEMM gets signed weights with no zero point (its fast
     u8s8 path), and the dequantized values are still exactly (q - zp) * scale."""
     src = str(tiny_onnx["classification"])
-    summary = convert(src, tmp_path / "a.onnx", ConvertOptions(bits=bits, granularity=granularity, groups=3,
+    summary = convert(src, tmp_path / "a.onnx", convert_options(bits=bits, granularity=granularity, groups=3,
                                                                symmetric=False))
     plan = summary["plan"]
     assert {t.symmetric for t in plan.weights} == {False}
@@ -209,7 +212,7 @@ def test_cuda_target_writes_weight_only_native_patterns(tiny_onnx, tmp_path, bit
     """CUDA has no DynamicQuantizeLinear and no int2 DequantizeLinear/MatMulNBits: DQ(int4/int8) -> MatMul only.
     No GPU here: the structure is checked, and the graph is run on the CPU provider for its numerics."""
     summary = convert(str(tiny_onnx["classification"]), tmp_path / "c.onnx",
-                      ConvertOptions(bits=bits, granularity=granularity, group_size=16, target="cuda", act_bits=None))
+                      convert_options(bits=bits, granularity=granularity, group_size=16, target="cuda", act_bits=None))
     plan = summary["plan"]
     assert plan.target == "cuda" and {t.kernel for t in plan.weights} == {"matmulnbits"}
     model = onnx.load(str(tmp_path / "c.onnx"))
@@ -231,11 +234,12 @@ def test_cuda_target_writes_weight_only_native_patterns(tiny_onnx, tmp_path, bit
     assert stored == {getattr(onnx.TensorProto, expected)}
     names = [f"{t.name}_dequantized" for t in plan.weights]
     got = _run(tmp_path / "c.onnx", names, disable_all=True)
-    from bert2onnxq.convert import load_ir, quantize_weight, weight_array
+    from bert2onnxq.onnx_io import load_ir, weight_array
+    from bert2onnxq.quantize import weight_grid
 
     fp32 = load_ir(tiny_onnx["classification"])
     for t, value in zip(plan.weights, got):
-        matrix, params, _ = quantize_weight(weight_array(fp32, t.name), t)
+        matrix, params, _ = weight_grid(weight_array(fp32, t.name), t)
         np.testing.assert_array_equal(value, numerics.dequantize(numerics.quantize(matrix, params), params))
     rt = runtime_graph(tmp_path / "c.onnx")  # CPU provider: the same DQ -> MatMulNBits fusion CUDA registers
     assert rt["linear_kernels"].get("nbits") == 12 and all(m["bits"] in (4, 8) for m in rt["matmulnbits"])
@@ -244,12 +248,12 @@ def test_cuda_target_writes_weight_only_native_patterns(tiny_onnx, tmp_path, bit
 def test_target_and_kernel_errors(tiny_onnx, tmp_path):
     src = str(tiny_onnx["classification"])
     with pytest.raises(BadInput, match="weight-only"):
-        convert(src, tmp_path / "a.onnx", ConvertOptions(target="cuda"))  # 8-bit activations on CUDA
+        convert(src, tmp_path / "a.onnx", convert_options(target="cuda"))  # 8-bit activations on CUDA
     with pytest.raises(BadInput, match="--target cpu and --act-bits 8"):
-        convert(src, tmp_path / "a.onnx", ConvertOptions(granularity="group", group_kernel="int8", act_bits=None))
+        convert(src, tmp_path / "a.onnx", convert_options(granularity="group", group_kernel="int8", act_bits=None))
     with pytest.raises(BadInput, match="unknown target"):
-        convert(src, tmp_path / "a.onnx", ConvertOptions(target="tpu"))
-    plan = convert(src, tmp_path / "ok.onnx", ConvertOptions())["plan"]
+        convert(src, tmp_path / "a.onnx", convert_options(target="tpu"))
+    plan = convert(src, tmp_path / "ok.onnx", convert_options())["plan"]
     plan.target, plan.activations.bits = "cuda", None
     with pytest.raises(BadInput, match="int8 GEMM"):
         convert(src, tmp_path / "a.onnx", plan=QuantPlan.from_json(plan.to_json()))
@@ -259,7 +263,7 @@ def test_target_and_kernel_errors(tiny_onnx, tmp_path):
 def test_old_plans_without_kernels_get_the_default(tiny_onnx, tmp_path):
     import json
 
-    plan = convert(str(tiny_onnx["classification"]), tmp_path / "a.onnx", ConvertOptions(bits=4))["plan"]
+    plan = convert(str(tiny_onnx["classification"]), tmp_path / "a.onnx", convert_options(bits=4))["plan"]
     raw = json.loads(plan.to_json())
     raw.pop("target")
     for t in raw["weights"]:

@@ -7,9 +7,16 @@ import sys
 from contextlib import contextmanager
 
 import click
+import cloup
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from .. import __version__
 from ..errors import BadInput
@@ -19,7 +26,7 @@ out = Console()
 TASKS = ("sst2", "mrpc", "cola", "stsb", "qnli", "rte", "wnli", "mnli", "mnli-mm", "qqp", "squad")
 
 
-class Command(click.Command):
+class Command(cloup.Command):
     """Turns BadInput (and a few OS errors) into a one-line message and exit code 2."""
 
     def invoke(self, ctx):

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import click
+import cloup
 
+from ..methods import COMMON, METHODS, OWN, REGISTRY, convert_options, owners
 from .app import TASKS, Command, err, main, out, progress_bars, quiet_transformers
+
 
 def _bit_list(ctx, param, value):
     try:
@@ -26,110 +29,126 @@ def _mix(ctx, param, value):
     return low, high
 
 
-def optgroup_qbert(f):
-    """The Q-BERT options (used with --method qbert only)."""
-    options = [
-        click.option("--avg-bits", type=float, default=3.0, show_default=True,
-                     help="Q-BERT: average weight bits over the encoder (size-weighted), met exactly when reachable."),
-        click.option("--bit-choices", default="2,3,4", show_default=True, callback=_bit_list,
-                     help="Q-BERT: the bit widths a layer may get."),
-        click.option("--mix", callback=_mix, metavar="LOW/HIGH",
-                     help="Q-BERT's fixed mix instead of --avg-bits: the more sensitive half of the layers gets HIGH."),
-        click.option("--order", type=click.Choice(["hessian", "reverse"]), default="hessian", show_default=True,
-                     help="reverse: the same bits, most to the least sensitive layers (the control experiment)."),
-        click.option("--hf-model", type=click.Path(path_type=Path),
-                     help="Q-BERT: the Hugging Face folder the .onnx was exported from (default: its metadata)."),
-        click.option("--hessian-from", type=click.Path(path_type=Path), metavar="PLAN.json",
-                     help="Q-BERT: reuse the Hessian recorded in a qbert plan; only the bits are decided again."),
-        click.option("--hessian-batches", type=click.IntRange(1), default=10, show_default=True,
-                     help="Q-BERT: train batches; Omega = |mean| + std of their top eigenvalues."),
-        click.option("--hessian-batch-size", type=click.IntRange(1), default=8, show_default=True),
-        click.option("--hessian-iters", type=click.IntRange(1), default=50, show_default=True,
-                     help="Q-BERT: at most this many power iterations per layer and batch."),
-        click.option("--hessian-threads", type=click.IntRange(1), default=1, show_default=True,
-                     help="Q-BERT: torch threads for the Hessian (small batches gain little from more; a busy "
-                          "machine loses a lot).",),
-        click.option("--seed", type=int, default=0, show_default=True, help="Q-BERT: batch sample and start vectors."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+# CLI parameter -> flat convert option (methods.convert_options), where the names differ
+FLAT_NAMES = {"aciq_dist": "distribution", "hessian_batches": "batches", "hessian_batch_size": "batch_size",
+              "hessian_iters": "max_iter", "hessian_threads": "threads"}
+SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is also the activation calibration data
 
 
-@main.command(cls=Command)
-@click.option("--model", "source", required=True, help="FP32 .onnx from 'export', or an HF model folder / hub id (exported first).")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Quantized .onnx to write.")
-@click.option("--method", type=click.Choice(["lq", "aciq", "ocs", "qbert"]), default="lq", show_default=True,
-              help="lq: min-max linear quantization; aciq: analytical clipping (Banner et al.); "
-                   "ocs: outlier channel splitting (Zhao et al.) then LQ, or ACIQ with --clip aciq; "
-                   "qbert: Hessian-guided bits per layer on neuron-group ranges (Shen et al.), see the Q-BERT options.")
-@click.option("--bits", type=int, default=8, show_default=True, help="Weight bits, 2..8 (3 bits use INT4 containers).")
-@click.option("--granularity", type=click.Choice(["tensor", "channel", "group", "neuron-group"]),
-              help="One scale per tensor, per output channel, per group of --group-size inputs (blocked), or per "
-                   "run of output channels (--groups per matrix, never across heads).  [default: neuron-group for "
-                   "qbert, else channel]")
-@click.option("--group-size", type=click.IntRange(2), default=128, show_default=True)
-@click.option("--groups", type=click.IntRange(1), default=128, show_default=True,
-              help="neuron-group: ranges per weight matrix (1 = per tensor; >= outputs = per channel).")
-@click.option("--symmetric/--asymmetric", default=None,
-              help="Weight grid: narrow signed grid without zero point, or all 2^bits levels with one.  [default: "
-                   "asymmetric for qbert; else symmetric at 5-8 bits, asymmetric at 2-4]")
-@click.option("--aciq-dist", type=click.Choice(["laplace", "gauss"]), default="laplace", show_default=True)
-@click.option("--ocs-ratio", type=float, default=0.02, show_default=True,
-              help="OCS expand ratio r: ceil(r*K) input channels split per weight (paper's grid 0, 0.01, 0.02, 0.05).")
-@click.option("--ocs-grid-aware", is_flag=True, help="OCS halves w/2 -+ delta/4 so they round to different grid points.")
-@click.option("--ocs-activations", is_flag=True,
-              help="OCS also splits the outlier channels of each MatMul input (chosen on --task calibration samples).")
-@click.option("--clip", type=click.Choice(["none", "aciq"]),
-              help="Clipping for --method ocs and qbert.  [default: aciq for qbert, else none]")
-@click.option("--act-bits", type=click.Choice(["8", "none"]), default="8", show_default=True,
-              help="Activations at each quantized MatMul's input.")
-@click.option("--act-calib", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
-              help="dynamic: per-batch ranges at run time; static: ranges calibrated on the task's train split.")
-@click.option("--calib-method", type=click.Choice(["minmax", "aciq"]), default="minmax", show_default=True)
-@click.option("--calib-samples", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--task", type=click.Choice(TASKS),
-              help="Task whose train split calibrates static activations and --ocs-activations / feeds Q-BERT's Hessian.")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="GLUE folder for calibration (default $GLUE_DIR).")
-@click.option("--calib-file", type=click.Path(path_type=Path), help="Calibration file (SQuAD JSON or GLUE TSV).")
-@optgroup_qbert
-@click.option("--emb-bits", type=click.Choice(["8", "4", "none"]), default="8", show_default=True,
-              help="Word/position/token-type tables: int8 per row, int4 per row block (ORT GatherBlockQuantized), or FP32.")
-@click.option("--target", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Provider to write for: cpu (int8 GEMM with 8-bit activations, MatMulNBits for group-wise) or cuda "
-                   "(weight-only DequantizeLinear -> MatMul that ORT fuses into CUDA MatMulNBits; no DynamicQuantizeLinear, "
-                   "no int2 DequantizeLinear on CUDA, so activations stay float and INT2 is widened to INT4 at load).")
-@click.option("--group-kernel", type=click.Choice(["matmulnbits", "int8"]), default="matmulnbits", show_default=True,
-              help="cpu, group-wise weights: matmulnbits (exact group numerics, ORT MatMulNBits) or int8 (requantized per "
-                   "output channel to int8 at session load: int8-GEMM speed, one more rounding of at most half an int8 step).")
-@click.option("--skip", multiple=True, metavar="PATTERN", help="Keep matching tensors FP32 (glob or substring), e.g. 'layer.5.output'.")
-@click.option("--plan", "plan_in", type=click.Path(path_type=Path), help="Apply a saved plan (ignores method options).")
-@click.option("--plan-out", type=click.Path(path_type=Path), help="Also write the plan as JSON.")
-@click.option("--data-file", "dev_file", type=click.Path(path_type=Path),
-              help="--max-drop: the dev file the report is scored on (SQuAD JSON or GLUE TSV; default: --data-dir).")
-@click.option("--max-drop", type=float, metavar="POINTS",
-              help="Search for the smallest file whose --task metric is within POINTS of FP32 (ignores --method/--bits).")
-@click.option("--search-methods", default="lq,aciq,ocs", show_default=True, help="--max-drop: methods to search.")
-@click.option("--search-bits", default="8,6,4,3,2", show_default=True, help="--max-drop: weight bit widths to search.")
-@click.option("--search-granularity", default="channel,group", show_default=True,
-              help="--max-drop: granularities to search (group uses --group-size).")
-@click.option("--search-data", type=click.Choice(["train", "dev-half", "dev"]), default="train", show_default=True,
-              help="--max-drop: score candidates on a sample of the train split (after the calibration examples), "
-                   "on half of dev (the report then also shows the other half), or on dev itself (stated as optimistic).")
-@click.option("--search-samples", type=click.IntRange(1), default=1000, show_default=True,
-              help="--max-drop with --search-data train: examples in the seeded sample.")
-@click.option("--search-file", type=click.Path(path_type=Path),
-              help="--max-drop: a labelled file held out from training to search on (GLUE TSV or SQuAD JSON).")
-@click.option("--mixed/--no-mixed", default=True, show_default=True,
-              help="--max-drop: after the best uniform plan, lower layers one by one (mixed precision).")
-@click.option("--latency/--no-latency", default=True, show_default=True, help="--max-drop: time the result against FP32 for the card.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def convert(source, output, method, bits, granularity, group_size, groups, symmetric, aciq_dist, ocs_ratio,
-            ocs_grid_aware, ocs_activations, clip, act_bits, act_calib, calib_method, calib_samples, task, data_dir,
-            calib_file, avg_bits, bit_choices, mix, order, hf_model, hessian_from, hessian_batches, hessian_batch_size,
-            hessian_iters, hessian_threads, seed, emb_bits, target, group_kernel, skip, plan_in, plan_out, dev_file,
-            max_drop, search_methods, search_bits, search_granularity, search_data, search_samples, search_file, mixed,
-            latency, as_json):
+@main.command(cls=Command, show_constraints=False)
+@cloup.option_group(
+    "Input and output",
+    cloup.option("--model", "source", required=True,
+                 help="FP32 .onnx from 'export', or an HF model folder / hub id (exported first)."),
+    cloup.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Quantized .onnx to write."),
+    cloup.option("--plan", "plan_in", type=click.Path(path_type=Path), help="Apply a saved plan (no method options)."),
+    cloup.option("--plan-out", type=click.Path(path_type=Path), help="Also write the plan as JSON."),
+    cloup.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+)
+@cloup.option_group(
+    "Method and weight grid (every method)",
+    cloup.option("--method", type=click.Choice(list(METHODS)), default="lq", show_default=True,
+                 help="lq: min-max linear quantization; aciq: analytical clipping (Banner et al.); "
+                      "ocs: outlier channel splitting (Zhao et al.) then LQ, or ACIQ with --clip aciq; "
+                      "qbert: Hessian-guided bits per layer on neuron-group ranges (Shen et al.)."),
+    cloup.option("--bits", type=int, default=8, show_default=True, help="Weight bits, 2..8 (3 bits use INT4 containers)."),
+    cloup.option("--granularity", type=click.Choice(["tensor", "channel", "group", "neuron-group"]),
+                 help="One scale per tensor, per output channel, per group of --group-size inputs (blocked), or per "
+                      "run of output channels (--groups per matrix, never across heads).  [default: neuron-group for "
+                      "qbert, else channel]"),
+    cloup.option("--group-size", type=click.IntRange(2), default=128, show_default=True),
+    cloup.option("--groups", type=click.IntRange(1), default=128, show_default=True,
+                 help="neuron-group: ranges per weight matrix (1 = per tensor; >= outputs = per channel)."),
+    cloup.option("--symmetric/--asymmetric", default=None,
+                 help="Weight grid: narrow signed grid without zero point, or all 2^bits levels with one.  [default: "
+                      "asymmetric for qbert; else symmetric at 5-8 bits, asymmetric at 2-4]"),
+    cloup.option("--skip", multiple=True, metavar="PATTERN",
+                 help="Keep matching tensors FP32 (glob or substring), e.g. 'layer.5.output'."),
+)
+@cloup.option_group(
+    "ACIQ clipping (aciq; ocs and qbert with --clip aciq)",
+    cloup.option("--aciq-dist", type=click.Choice(["laplace", "gauss"]), default="laplace", show_default=True,
+                 help="The prior the clip is optimal for."),
+    cloup.option("--clip", type=click.Choice(["none", "aciq"]),
+                 help="Clipping for --method ocs and qbert.  [default: aciq for qbert, else none]"),
+)
+@cloup.option_group(
+    "OCS (--method ocs)",
+    cloup.option("--ocs-ratio", type=float, default=0.02, show_default=True,
+                 help="Expand ratio r: ceil(r*K) input channels split per weight (paper's grid 0, 0.01, 0.02, 0.05)."),
+    cloup.option("--ocs-grid-aware", is_flag=True, help="Halves w/2 -+ delta/4 so they round to different grid points."),
+    cloup.option("--ocs-activations", is_flag=True,
+                 help="Also split the outlier channels of each MatMul input (chosen on --task calibration samples)."),
+)
+@cloup.option_group(
+    "Q-BERT (--method qbert)",
+    cloup.option("--avg-bits", type=float, default=3.0, show_default=True,
+                 help="Average weight bits over the encoder (size-weighted), met exactly when reachable."),
+    cloup.option("--bit-choices", default="2,3,4", show_default=True, callback=_bit_list,
+                 help="The bit widths a layer may get."),
+    cloup.option("--mix", callback=_mix, metavar="LOW/HIGH",
+                 help="Q-BERT's fixed mix instead of --avg-bits: the more sensitive half of the layers gets HIGH."),
+    cloup.option("--order", type=click.Choice(["hessian", "reverse"]), default="hessian", show_default=True,
+                 help="reverse: the same bits, most to the least sensitive layers (the control experiment)."),
+    cloup.option("--hf-model", type=click.Path(path_type=Path),
+                 help="The Hugging Face folder the .onnx was exported from (default: its metadata)."),
+    cloup.option("--hessian-from", type=click.Path(path_type=Path), metavar="PLAN.json",
+                 help="Reuse the Hessian recorded in a qbert plan; only the bits are decided again."),
+    cloup.option("--hessian-batches", type=click.IntRange(1), default=10, show_default=True,
+                 help="Train batches; Omega = |mean| + std of their top eigenvalues."),
+    cloup.option("--hessian-batch-size", type=click.IntRange(1), default=8, show_default=True),
+    cloup.option("--hessian-iters", type=click.IntRange(1), default=50, show_default=True,
+                 help="At most this many power iterations per layer and batch."),
+    cloup.option("--hessian-threads", type=click.IntRange(1), default=1, show_default=True,
+                 help="Torch threads for the Hessian (small batches gain little from more; a busy machine loses a lot)."),
+    cloup.option("--seed", type=int, default=0, show_default=True, help="Batch sample and start vectors."),
+)
+@cloup.option_group(
+    "Calibration data (static activations, --ocs-activations, Q-BERT's Hessian)",
+    cloup.option("--task", type=click.Choice(TASKS), help="Task whose train split is used."),
+    cloup.option("--data-dir", type=click.Path(path_type=Path), help="GLUE folder (default $GLUE_DIR)."),
+    cloup.option("--calib-file", type=click.Path(path_type=Path), help="Calibration file (SQuAD JSON or GLUE TSV)."),
+    cloup.option("--calib-samples", type=click.IntRange(1), default=128, show_default=True),
+)
+@cloup.option_group(
+    "Activations, embeddings and kernels",
+    cloup.option("--act-bits", type=click.Choice(["8", "none"]), default="8", show_default=True,
+                 help="Activations at each quantized MatMul's input."),
+    cloup.option("--act-calib", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
+                 help="dynamic: per-batch ranges at run time; static: ranges calibrated on the task's train split."),
+    cloup.option("--calib-method", type=click.Choice(["minmax", "aciq"]), default="minmax", show_default=True),
+    cloup.option("--emb-bits", type=click.Choice(["8", "4", "none"]), default="8", show_default=True,
+                 help="Word/position/token-type tables: int8 per row, int4 per row block (ORT GatherBlockQuantized), or FP32."),
+    cloup.option("--target", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                 help="Provider to write for: cpu (int8 GEMM with 8-bit activations, MatMulNBits for group-wise) or cuda "
+                      "(weight-only DequantizeLinear -> MatMul that ORT fuses into CUDA MatMulNBits; no DynamicQuantizeLinear, "
+                      "no int2 DequantizeLinear on CUDA, so activations stay float and INT2 is widened to INT4 at load)."),
+    cloup.option("--group-kernel", type=click.Choice(["matmulnbits", "int8"]), default="matmulnbits", show_default=True,
+                 help="cpu, group-wise weights: matmulnbits (exact group numerics, ORT MatMulNBits) or int8 (requantized per "
+                      "output channel to int8 at session load: int8-GEMM speed, one more rounding of at most half an int8 step)."),
+)
+@cloup.option_group(
+    "Accuracy-targeted search (--max-drop)",
+    cloup.option("--max-drop", type=float, metavar="POINTS",
+                 help="Search for the smallest file whose --task metric is within POINTS of FP32 (no --method/--bits)."),
+    cloup.option("--data-file", "dev_file", type=click.Path(path_type=Path),
+                 help="The dev file the report is scored on (SQuAD JSON or GLUE TSV; default: --data-dir)."),
+    cloup.option("--search-methods", default="lq,aciq,ocs", show_default=True, help="Methods to search."),
+    cloup.option("--search-bits", default="8,6,4,3,2", show_default=True, help="Weight bit widths to search."),
+    cloup.option("--search-granularity", default="channel,group", show_default=True,
+                 help="Granularities to search (group uses --group-size)."),
+    cloup.option("--search-data", type=click.Choice(["train", "dev-half", "dev"]), default="train", show_default=True,
+                 help="Score candidates on a sample of the train split (after the calibration examples), "
+                      "on half of dev (the report then also shows the other half), or on dev itself (stated as optimistic)."),
+    cloup.option("--search-samples", type=click.IntRange(1), default=1000, show_default=True,
+                 help="With --search-data train: examples in the seeded sample."),
+    cloup.option("--search-file", type=click.Path(path_type=Path),
+                 help="A labelled file held out from training to search on (GLUE TSV or SQuAD JSON)."),
+    cloup.option("--mixed/--no-mixed", default=True, show_default=True,
+                 help="After the best uniform plan, lower layers one by one (mixed precision)."),
+    cloup.option("--latency/--no-latency", default=True, show_default=True, help="Time the result against FP32 for the card."),
+)
+def convert(**p):
     """Quantize a BERT's weights (and activations, embeddings) into standard QDQ ONNX.
 
     \b
@@ -156,48 +175,28 @@ def convert(source, output, method, bits, granularity, group_size, groups, symme
       bert2onnxq convert --model out/fp32/model.onnx --method qbert --mix 2/3 --task sst2 --data-dir ../shared/data/glue --plan-out qb.json -o out/qbert23.onnx
       bert2onnxq convert --model out/squad/model.onnx --method qbert --task squad --calib-file ../shared/data/squad/dev-v1.1-train36.json -o out/qbert-squad.onnx
     """
-    from ..convert import ConvertOptions, convert as run_convert
+    from ..convert import convert as run_convert
     from ..plan import QuantPlan
 
     quiet_transformers()
-    if target == "cuda" and click.get_current_context().get_parameter_source("act_bits").name == "DEFAULT":
-        act_bits = "none"  # CUDA graphs are weight-only unless the user insists (and gets a one-line error)
-    qbert = method == "qbert"
-    defaults = {"granularity": "channel", "symmetric": None, "clip": "none"}  # symmetric None: by bits
-    qbert_options = None
-    if qbert:
-        from ..qbert import DEFAULTS, QBertOptions
-
-        defaults = DEFAULTS  # neuron groups, asymmetric, ACIQ (see README)
-    granularity = defaults["granularity"] if granularity is None else granularity
-    symmetric = defaults["symmetric"] if symmetric is None else symmetric
-    clip = defaults["clip"] if clip is None else clip
-    if qbert:
-        recorded = QuantPlan.load(hessian_from).analysis.get("hessian", {}) if hessian_from else None
-        qbert_options = QBertOptions(hessian=recorded, task=task, data_dir=data_dir, calib_file=calib_file,
-                                     hf_model=hf_model, avg_bits=avg_bits, bit_choices=bit_choices, mix=mix, order=order,
-                                     batches=hessian_batches, batch_size=hessian_batch_size, max_iter=hessian_iters,
-                                     seed=seed, threads=hessian_threads)
-    options = ConvertOptions(method=method, bits=bits, granularity=granularity, group_size=group_size, groups=groups,
-                             symmetric=symmetric, distribution=aciq_dist, clip=clip, ocs_ratio=ocs_ratio,
-                             ocs_grid_aware=ocs_grid_aware, ocs_activations=ocs_activations, act_bits=None if act_bits == "none" else 8,
-                             act_calib=act_calib, calib_method=calib_method, calib_samples=calib_samples,
-                             emb_bits=None if emb_bits == "none" else int(emb_bits), skip=tuple(skip),
-                             target=target, group_kernel=group_kernel, qbert=qbert_options)
-    if max_drop is not None:
-        return _max_drop(source, output, options, max_drop, task, data_dir, dev_file, plan_in, plan_out,
-                         search_methods, search_bits, search_granularity, group_size, search_data, search_samples,
-                         search_file, mixed, latency, as_json)
-    plan = QuantPlan.load(plan_in) if plan_in else None
+    ctx = click.get_current_context()
+    if p["target"] == "cuda" and ctx.get_parameter_source("act_bits").name == "DEFAULT":
+        p["act_bits"] = "none"  # CUDA graphs are weight-only unless the user insists (and gets a one-line error)
+    if p["max_drop"] is not None:
+        return _max_drop(p, flat_from_cli(p, method=None))
+    options = convert_options(method=p["method"], **flat_from_cli(p, p["method"]))
+    plan = QuantPlan.load(p["plan_in"]) if p["plan_in"] else None
+    task, calib_samples = p["task"], p["calib_samples"]
     calibrate = None
     if task:
-        from ..calibrate import observe_activations
+        from ..analyse.activations import observe_activations
 
         def calibrate(fp32_path, names):
             with err.status(f"calibrating {len(names)} activations on {calib_samples} {task} train samples ..."):
-                return observe_activations(fp32_path, names, task, samples=calib_samples, data_dir=data_dir,
-                                           data_file=calib_file)
-    if qbert and plan is None:  # the Hessian shows its own progress bar
+                return observe_activations(fp32_path, names, task, samples=calib_samples, data_dir=p["data_dir"],
+                                           data_file=p["calib_file"])
+    source, output, plan_out = p["source"], p["output"], p["plan_out"]
+    if options.method == "qbert" and plan is None:  # the Hessian shows its own progress bar
         with progress_bars(enabled=True) as factory:
             summary = run_convert(source, output, options, plan_out=plan_out, calibrate=calibrate, progress=factory)
     else:
@@ -209,7 +208,7 @@ def convert(source, output, method, bits, granularity, group_size, groups, symme
     if plan.analysis:
         summary["analysis"] = plan.analysis
     summary["card"] = write_card(source, output, plan, summary, plan_out)
-    if as_json:
+    if p["as_json"]:
         click.echo(json.dumps(summary, indent=2))
         return
     out.print(f"[green]wrote[/] {summary['output']}: {plan.summary()}")
@@ -219,6 +218,49 @@ def convert(source, output, method, bits, granularity, group_size, groups, symme
               f"{summary['ideal_bytes'] / 2**20:.2f} MiB (bits x params / 8 + scales + FP32 rest), "
               f"{summary['size_vs_container_ideal']:.3f}x at container bits")
     out.print(f"model card: {summary['card']}")
+
+
+def flat_from_cli(p: dict, method: str | None) -> dict:
+    """The flat convert options the command line asks for (methods.convert_options).
+
+    Common options are always passed. A method's own option is passed when it is that method's, and
+    refused when the user set it for a method that does not have it (method None: --max-drop, where
+    explicitly set method options are passed for the candidates that have them).
+    """
+    from ..errors import BadInput
+    from ..plan import QuantPlan
+
+    ctx = click.get_current_context()
+    given = {name for name in p if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    preset = REGISTRY[method].preset or {} if method else {}
+    flat = {"act_bits": None if p["act_bits"] == "none" else 8, "emb_bits": None if p["emb_bits"] == "none" else int(p["emb_bits"]),
+            "skip": tuple(p["skip"])}
+    for key in COMMON:
+        if key not in flat and key in p:
+            flat[key] = p[key] if p[key] is not None else preset.get(key, COMMON[key])
+    if p["granularity"] is None:
+        flat["granularity"] = preset.get("granularity", "channel")
+    if p["symmetric"] is None:
+        flat["symmetric"] = preset.get("symmetric")
+    values = {FLAT_NAMES.get(name, name): value for name, value in p.items()}
+    values["clip"] = p["clip"] if p["clip"] is not None else preset.get("clip", "none")
+    if p.get("hessian_from"):
+        values["hessian"] = QuantPlan.load(p["hessian_from"]).analysis.get("hessian", {})
+    given = {FLAT_NAMES.get(name, name) for name in given} | ({"hessian"} if p.get("hessian_from") else set())
+    for name, own in OWN.items():
+        for key in own:
+            if method == name:
+                if key in values:
+                    flat[key] = values[key]
+            elif key in given and key not in SHARED_DATA:
+                if method is None:
+                    flat[key] = values[key]
+                elif key not in OWN[method]:
+                    option = next((o for o, k in FLAT_NAMES.items() if k == key), key).replace("_", "-")
+                    option = "hessian-from" if key == "hessian" else option
+                    raise BadInput(f"--{option} applies to --method {' or '.join(owners(key))}, not {method}: "
+                                   "drop it or choose that method")
+    return flat
 
 
 def write_card(source, output, plan, summary, plan_out) -> str:
@@ -231,7 +273,7 @@ def write_card(source, output, plan, summary, plan_out) -> str:
     runtime = make_runner(Path(output)).describe()  # also proves ONNX Runtime loads the file
     fp32 = source if str(source).endswith(".onnx") else None
     if fp32:
-        from ..sweep import file_bytes
+        from ..onnx_io import file_bytes
 
         summary = {**summary, "fp32_bytes": file_bytes(Path(fp32))}
     card = model_card(title=plan.summary().split(":", 1)[0] + " conversion", source=source, fp32=fp32, plan=plan,
@@ -242,8 +284,7 @@ def write_card(source, output, plan, summary, plan_out) -> str:
     return str(path)
 
 
-def _max_drop(source, output, options, max_drop, task, data_dir, data_file, plan_in, plan_out, methods, bits,
-              granularity, group_size, search_data, search_samples, search_file, mixed, latency, as_json):
+def _max_drop(p: dict, flat: dict):
     import sys
 
     from ..errors import BadInput
@@ -256,16 +297,17 @@ def _max_drop(source, output, options, max_drop, task, data_dir, data_file, plan
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise BadInput(f"--max-drop searches over methods, bits and granularity itself: use --search-methods, "
                            f"--search-bits, --search-granularity instead of --{name}")
-    if plan_in:
+    if p["plan_in"]:
         raise BadInput("--max-drop chooses the plan: drop --plan (or drop --max-drop to re-apply a plan)")
-    if not task:
+    if not p["task"]:
         raise BadInput("--max-drop needs --task (and its data: --data-dir, or --data-file with --search-file)")
-    if options.act_calib == "static":
+    if flat["act_calib"] == "static":
         raise BadInput("--max-drop does not support --act-calib static yet: use dynamic activations")
-    base = {k: v for k, v in canonical(options.__dict__).items() if k not in ("method", "bits", "granularity", "group_size")}
-    grid = Grid(granularities=tuple(_csv(granularity)), group_size=group_size,
-                ocs_ratios=(options.ocs_ratio,))
-    base.pop("ocs_ratio", None)
+    base = {k: v for k, v in canonical({"method": "lq", "bits": 8, **flat}).items()
+            if k not in ("method", "bits", "granularity", "group_size", "ocs_ratio")}
+    grid = Grid(granularities=tuple(_csv(p["search_granularity"])), group_size=p["group_size"],
+                ocs_ratios=(p["ocs_ratio"],))
+    as_json = p["as_json"]
 
     def log(kind, payload):
         if as_json:
@@ -277,20 +319,21 @@ def _max_drop(source, output, options, max_drop, task, data_dir, data_file, plan
             err.print(f"  {s.stage:7s} {s.label:55s} {s.bytes / 2**20:7.2f} MiB  {s.metric:6.2f} (drop {s.drop:+.2f})  "
                       + ("[green]pass[/]" if s.passed else "[red]fail[/]"))
 
-    record = convert_max_drop(source, output, task=task, max_drop=max_drop, base=base, methods=_csv(methods),
-                              bits=_ints(bits, "--search-bits"), grid=grid, data_dir=data_dir, data_file=data_file,
-                              search_data=search_data, search_file=search_file, search_samples=search_samples,
-                              mixed_precision=mixed, plan_out=plan_out, latency=latency,
+    record = convert_max_drop(p["source"], p["output"], task=p["task"], max_drop=p["max_drop"], base=base,
+                              methods=_csv(p["search_methods"]), bits=_ints(p["search_bits"], "--search-bits"), grid=grid,
+                              data_dir=p["data_dir"], data_file=p["dev_file"], search_data=p["search_data"],
+                              search_file=p["search_file"], search_samples=p["search_samples"],
+                              mixed_precision=p["mixed"], plan_out=p["plan_out"], latency=p["latency"],
                               command="bert2onnxq convert " + " ".join(sys.argv[2:]), log=log)
     if as_json:
         click.echo(json.dumps(record, indent=2))
         return
     rep, ch, uni = record["report"], record["chosen"], record["best_uniform"]
-    p = record["primary_metric"]
+    primary = record["primary_metric"]
     out.print(f"[green]wrote[/] {record['output']}: {ch['label']} ({ch['bytes'] / 2**20:.2f} MiB; best uniform "
               f"{uni['label']}, {uni['bytes'] / 2**20:.2f} MiB)")
-    out.print(f"report on {rep['data']} ({rep['examples']} examples): {p} {rep['metrics'][p]:.2f} vs FP32 "
-              f"{rep['fp32_metrics'][p]:.2f} (drop {rep['drop'][p]:+.2f}, "
+    out.print(f"report on {rep['data']} ({rep['examples']} examples): {primary} {rep['metrics'][primary]:.2f} vs FP32 "
+              f"{rep['fp32_metrics'][primary]:.2f} (drop {rep['drop'][primary]:+.2f}, "
               f"{'within' if rep['within_budget'] else 'NOT within'} {record['max_drop']:g})")
     out.print(f"plan {record['files']['plan']}, search path {record['files']['search']}, model card {record['files']['card']}")
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from .qdq_weights import QuantizedTensor, float_initializer, integer_initializer
+from ..quantize.tensor import QuantizedTensor
+from .qdq_weights import float_initializer, integer_initializer
 
 
 class QuantizeEmbeddingsPass(ir.passes.InPlacePass):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from ..plan import split_activation_name
 from .qdq_weights import float_initializer, int64_initializer
 
 GATHER_SUFFIX = "_ocs_gather"
@@ -117,8 +118,3 @@ def _reads_for(node: ir.Node, i: int, weights: set[str]) -> bool:
     while is_ocs_gather(node) or is_ocs_concat(node):
         node, i = node.outputs[0].uses()[0]
     return node.op_type == "MatMul" and i == 0 and node.inputs[1].name in weights
-
-
-def split_activation_name(name: str) -> str:
-    """The graph name of activation `name` after its channels were split (what gets quantized)."""
-    return f"{name}_ocs_split"

@@ -27,29 +27,14 @@ intermediate costs its bytes at load and after (int8 where the values allow it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx_ir as ir
 
-from ..numerics import QuantParams, container, pack
+from ..numerics import container, pack
+from ..quantize.tensor import FORMS, QuantizedTensor
 
 _DTYPES = {name: getattr(ir.DataType, name.upper()) for name in ("int8", "uint8", "int4", "uint4", "int2", "uint2")}
 INT2_OPSET = 25
-FORMS = ("plain", "ocs-fold", "requant")
-
-
-@dataclass
-class QuantizedTensor:
-    """What numerics decided for one tensor: integer values and their quantization parameters."""
-
-    name: str
-    values: np.ndarray  # integers, unpacked, same shape as the FP32 tensor (OCS: the expanded W')
-    params: QuantParams
-    gather_index: np.ndarray | None = None  # OCS: input channel feeding each row of W'
-    form: str = "plain"  # plain | ocs-fold | requant (module docstring)
-    load_as: str | None = None  # plain form: signed container name to Cast to at session start (int8, int4)
-    requant: QuantParams | None = None  # requant form: the per-channel int8 params
 
 
 def integer_initializer(graph: ir.Graph, name: str, values: np.ndarray, bits: int, signed: bool) -> ir.Value:

@@ -1,12 +1,10 @@
-"""Q-BERT (Shen et al., AAAI 2020) Hessian sensitivity per encoder layer, and bit allocation from it.
+"""Q-BERT (Shen et al., AAAI 2020) Hessian sensitivity per encoder layer (bits from it: numerics/bits.py).
 
 Torch only (no onnx): the Hessian needs autograd on the original PyTorch model, before export.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bert2onnxq.errors import BadInput
-from bert2onnxq.tasks import get_task
+from ..errors import BadInput
+from ..tasks import get_task
 
 # the Linear weights of one BertLayer that the quantizer touches
 LAYER_WEIGHTS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
@@ -269,64 +267,3 @@ def calibration_batches(model_dir_or_hf_model, task_name, tokenizer=None, *, num
             batch["labels"] = torch.tensor([ex.label for ex in labels], dtype=dtype)
         batches.append(batch)
     return batches
-
-
-def _rank(omegas) -> list[int]:
-    """Layer indices from most to least sensitive; ties go to the lower layer index."""
-    return sorted(range(len(omegas)), key=lambda i: (-omegas[i], i))
-
-
-def allocate_bits(omegas: list[float], avg_bits: float, choices=(2, 3, 4), layer_sizes=None) -> list[int]:
-    """Bits per layer, monotone in Omega (a more sensitive layer never gets fewer bits), using the largest
-    (size-weighted) budget that fits avg_bits: exactly avg_bits whenever some monotone assignment reaches it.
-
-    Among the assignments that use that budget, the one with the most bits on the most sensitive layers
-    (average 3 over 2,3,4 on six layers: 4,4,4,2,2,2 in Omega order), as greedy upgrading in Omega order
-    would; but searched exactly over all monotone assignments (cut points in Omega order), since greedy
-    can miss an exact budget when the bit steps are uneven (choices 2,4,5). Weighting each layer's weight
-    error by Omega (HAWQ-V2's criterion) picked 4,4,3,3,2,2 on SST-2 and did worse (see README).
-    """
-    n = len(omegas)
-    choices = sorted({int(c) for c in choices}, reverse=True)
-    sizes = [1] * n if layer_sizes is None else [int(s) for s in layer_sizes]
-    if n == 0 or not choices or len(sizes) != n or min(sizes) <= 0 or choices[-1] < 1:
-        raise BadInput("allocate_bits needs one Omega (and one positive size) per layer and positive bit choices")
-    if not all(math.isfinite(o) for o in omegas):
-        raise BadInput("Omegas must be finite numbers")
-    budget = avg_bits * sum(sizes) * (1 + 1e-12)  # float slack so 3.0 * W still admits exactly 3 * W
-    if choices[-1] * sum(sizes) > budget:
-        raise BadInput(f"average of {avg_bits} bits is below the smallest choice ({choices[-1]})")
-    order = _rank(omegas)
-    prefix = [0, *itertools.accumulate(sizes[i] for i in order)]
-    best_key, best = None, None
-    # a monotone assignment = cut points in Omega order: layers before cut j get choices[j]
-    for cuts in itertools.combinations_with_replacement(range(n + 1), len(choices) - 1):
-        bounds = (0, *cuts, n)
-        total = sum(c * (prefix[bounds[j + 1]] - prefix[bounds[j]]) for j, c in enumerate(choices))
-        if total > budget:
-            continue
-        ranked = [c for j, c in enumerate(choices) for _ in range(bounds[j + 1] - bounds[j])]
-        key = (total, ranked)  # largest total, then most bits on the most sensitive layers
-        if best_key is None or key > best_key:
-            best_key, best = key, ranked
-    bits = [0] * n
-    for layer, b in zip(order, best):
-        bits[layer] = b
-    return bits
-
-
-def fixed_mix(omegas, low=2, high=3, high_fraction=0.5) -> list[int]:
-    """Q-BERT's fixed mix: the top high_fraction of layers by Omega get `high` bits, the rest `low`."""
-    top = set(_rank(omegas)[: math.floor(len(omegas) * high_fraction + 0.5)])
-    return [high if i in top else low for i in range(len(omegas))]
-
-
-def reverse(bits_by_layer, omegas) -> list[int]:
-    """The same bits handed out in reverse Omega order: the control experiment (most bits to the least sensitive)."""
-    if len(bits_by_layer) != len(omegas):
-        raise BadInput(f"{len(bits_by_layer)} bit widths for {len(omegas)} layers")
-    order = _rank(omegas)
-    bits = [0] * len(omegas)
-    for layer, b in zip(reversed(order), sorted(bits_by_layer, reverse=True)):
-        bits[layer] = b
-    return bits

@@ -1,233 +1,28 @@
-"""sweep = many plans over one export: every cell (method, ConvertOptions kwargs) is converted,
-validated against the FP32 export and timed; each finished cell is saved on its own, so a killed
-sweep resumes where it stopped, and the aggregate files are rebuilt from the cell files.
-
-A method enters the sweep (and the `convert --max-drop` search, which draws its uniform candidates
-from the same registry) through one `REGISTRY` entry: bits -> ConvertOptions kwargs.
+"""Running a sweep: every cell (sweep.cells) is converted, validated against the FP32 export and
+timed; each finished cell is saved on its own, so a killed sweep resumes where it stopped, and the
+aggregate files are rebuilt from the cell files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
-from dataclasses import MISSING, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
-from . import __version__
-from .convert import METHODS as CONVERT_METHODS
-from .convert import ConvertOptions
-from .errors import BadInput
-from .report import layer_bits, model_card, write_atomic, write_results
+from .. import __version__
+from ..errors import BadInput
+from ..methods import ConvertOptions
+from ..methods.qbert import bit_choices_around
+from ..onnx_io import check_writable, file_bytes
+from ..report import layer_bits, model_card, write_atomic, write_results
+from .cells import Cell, Grid, check_bits, check_methods, make_cells
+from .execute import _import_ray, execute
 
 CELL_VERSION = 1
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# methods and cells
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Sweep-wide choices that multiply or shape the cells of every method."""
-
-    granularities: tuple[str, ...] = ("channel",)
-    group_size: int = 128
-    ocs_ratios: tuple[float, ...] = (0.02,)
-    extra: tuple[tuple[str, object], ...] = ()  # ConvertOptions kwargs for every cell (--set KEY=VALUE)
-
-
-def _uniform(method: str) -> Callable[[int, Grid], list[dict]]:
-    def cells(bits: int, grid: Grid) -> list[dict]:
-        out = []
-        for gran in grid.granularities:
-            kw = {**dict(grid.extra), "method": method, "bits": bits, "granularity": gran}
-            if gran == "group":
-                kw["group_size"] = grid.group_size
-            if method == "ocs":
-                out += [{**kw, "ocs_ratio": r} for r in grid.ocs_ratios]
-            else:
-                out.append(kw)
-        return out
-    return cells
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    title: str  # as the papers' tables name it
-    cells: Callable[[int, Grid], list[dict]]  # bits (the table's column) -> ConvertOptions kwargs per row variant
-
-
-def _qbert(bits: int, grid: Grid) -> list[dict]:
-    """Q-BERT at an average of `bits` per weight, each layer at bits-1, bits or bits+1 by its Hessian
-    Omega (so the 8- and 2-bit columns come out uniform); neuron groups and ACIQ. The grid follows each
-    layer's bits as in the other rows (asymmetric at 2-4 bits, symmetric at 5-8: signed int8 GEMM at run time)."""
-    return [{**dict(grid.extra), "method": "qbert", "bits": bits, "granularity": "neuron-group", "clip": "aciq"}]
-
-
-def qbert_choices(bits: int) -> tuple[int, ...]:
-    return tuple(b for b in (bits - 1, bits, bits + 1) if 2 <= b <= 8)
-
-
-REGISTRY: dict[str, Method] = {
-    "lq": Method("lq", "LQ", _uniform("lq")),
-    "aciq": Method("aciq", "ACIQ", _uniform("aciq")),
-    "ocs": Method("ocs", "OCS", _uniform("ocs")),
-    "qbert": Method("qbert", "Q-BERT", _qbert),
-}
-# methods announced but not in this build: a clear error instead of "unknown"
-PENDING: dict[str, str] = {}
-
-
-def available_methods() -> list[str]:
-    return [m for m in REGISTRY if m in CONVERT_METHODS]
-
-
-def check_methods(methods: Iterable[str]) -> list[str]:
-    names = [m.strip().lower() for m in methods if m.strip()]
-    if not names:
-        raise BadInput("no method given: pass --methods, e.g. lq,aciq,ocs")
-    for m in names:
-        if m in available_methods():
-            continue
-        choices = ", ".join(available_methods())
-        if m in PENDING or m in CONVERT_METHODS:
-            raise BadInput(f"method '{m}' is not available in this build: {PENDING.get(m, 'it has no sweep entry')}; "
-                           f"choose from {choices}")
-        raise BadInput(f"unknown method '{m}': choose from {choices}")
-    return list(dict.fromkeys(names))
-
-
-def check_bits(bits: Iterable[int]) -> list[int]:
-    out = []
-    for b in bits:
-        if not 2 <= int(b) <= 8:
-            raise BadInput(f"--bits {b} is outside 2..8")
-        out.append(int(b))
-    if not out:
-        raise BadInput("no bit width given: pass --bits, e.g. 8,6,4,3,2")
-    return sorted(set(out), reverse=True)
-
-
-_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-             for f in fields(ConvertOptions)}
-_TYPES = {f.name: str(f.type) for f in fields(ConvertOptions)}
-
-
-def canonical(kwargs: dict) -> dict:
-    """The kwargs that differ from ConvertOptions' defaults (method and bits always kept), JSON-ready.
-
-    Cell ids hash this, so a field added to ConvertOptions later (with a default) changes no id.
-    """
-    out = {}
-    for k, v in sorted(kwargs.items()):
-        if k not in _DEFAULTS:
-            raise BadInput(f"unknown convert option '{k}': choose from {', '.join(sorted(_DEFAULTS))}")
-        if isinstance(v, tuple):
-            v = list(v)
-        if k in ("method", "bits") or v != (list(_DEFAULTS[k]) if isinstance(_DEFAULTS[k], tuple) else _DEFAULTS[k]):
-            out[k] = v
-    return out
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One conversion of the sweep: a row (method variant) x column (bits) of the table."""
-
-    options_json: str  # canonical kwargs as sorted JSON: hashable, stable
-
-    @classmethod
-    def of(cls, kwargs: dict) -> "Cell":
-        return cls(json.dumps(canonical(kwargs), sort_keys=True))
-
-    @property
-    def options(self) -> dict:
-        return json.loads(self.options_json)
-
-    @property
-    def method(self) -> str:
-        return self.options["method"]
-
-    @property
-    def bits(self) -> int:
-        return int(self.options["bits"])
-
-    @property
-    def id(self) -> str:
-        """`<method>-w<bits>-<8 hex of the canonical options>`: readable, and stable across runs."""
-        digest = hashlib.sha1(self.options_json.encode()).hexdigest()[:8]
-        return f"{self.method}-w{self.bits}-{digest}"
-
-    @property
-    def variant(self) -> str:
-        """The table row: method title plus what distinguishes it (not the bits, which are the column)."""
-        o = self.options
-        method = REGISTRY[self.method].title if self.method in REGISTRY else self.method.upper()
-        parts = [method]
-        if o.get("method") == "qbert":
-            parts.append("bits±1 by Ω")
-        if o.get("method") == "ocs":
-            parts.append(f"r={o.get('ocs_ratio', _DEFAULTS['ocs_ratio'])}")
-            if o.get("clip") == "aciq":
-                parts.append("+ACIQ")
-        gran = o.get("granularity", _DEFAULTS["granularity"])
-        parts.append(f"group-{o.get('group_size', _DEFAULTS['group_size'])}" if gran == "group"
-                     else "neuron groups" if gran == "neuron-group" else f"per-{gran}")
-        for k, v in sorted(o.items()):
-            if k not in ("method", "bits", "granularity", "group_size", "ocs_ratio", "clip"):
-                parts.append(f"{k}={v}")
-        return " ".join(parts)
-
-    def convert_options(self) -> ConvertOptions:
-        o = self.options
-        o = {k: tuple(v) if isinstance(_DEFAULTS.get(k), tuple) else v for k, v in o.items()}
-        return ConvertOptions(**o)
-
-
-def make_cells(methods: list[str], bits: list[int], grid: Grid) -> list[Cell]:
-    cells = []
-    for m in methods:
-        for b in bits:
-            for kw in REGISTRY[m].cells(b, grid):
-                cell = Cell.of(kw)
-                cell.convert_options().check()  # bad --set values fail before any work
-                if cell not in cells:
-                    cells.append(cell)
-    return cells
-
-
-def parse_setting(item: str) -> tuple[str, object]:
-    """'KEY=VALUE' for --set, typed after ConvertOptions' field (bool, int, float, none, tuple)."""
-    if "=" not in item:
-        raise BadInput(f"--set '{item}' must be KEY=VALUE, e.g. emb_bits=4")
-    key, raw = (s.strip() for s in item.split("=", 1))
-    key = key.replace("-", "_")
-    if key not in _DEFAULTS or key in ("method", "bits"):
-        raise BadInput(f"--set {key}: not a convert option a sweep can fix (choose from "
-                       f"{', '.join(k for k in sorted(_DEFAULTS) if k not in ('method', 'bits'))})")
-    kind = _TYPES[key]  # the field's annotation, e.g. "bool | None", "int", "tuple[str, ...]"
-    try:
-        if raw.lower() == "none":
-            value = None
-        elif kind.startswith("bool"):
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(raw)
-            value = raw.lower() in ("true", "1", "yes")
-        elif kind.startswith("tuple"):
-            value = tuple(s for s in raw.split(",") if s)
-        elif kind.startswith("float"):
-            value = float(raw)
-        elif kind.startswith("int"):
-            value = int(raw)
-        else:
-            value = raw
-    except ValueError:
-        raise BadInput(f"--set {key}={raw}: expected a {kind} value, e.g. {_DEFAULTS[key]!r}") from None
-    return key, value
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,18 +51,18 @@ class Setup:
 
     def calibrate(self, fp32_path, names):
         """Activation statistics on the task's train samples (cells with static ranges or activation splits)."""
-        from .calibrate import observe_activations
+        from ..analyse.activations import observe_activations
 
         return observe_activations(fp32_path, names, self.task, data_dir=Path(self.data_dir) if self.data_dir else None,
                                    data_file=Path(self.calib_file) if self.calib_file else None)
 
     def protocol(self):
-        from .validate import Protocol
+        from ..validate import Protocol
 
         return Protocol(max_length=self.max_length, batch_size=self.batch_size, limit=self.limit)
 
     def reference_cache(self):
-        from .validate import ReferenceCache
+        from ..validate import ReferenceCache
 
         return ReferenceCache(Path(self.out) / "fp32" / "reference-outputs")
 
@@ -276,17 +71,10 @@ class Setup:
                 "data_file": Path(self.data_file) if self.data_file else None}
 
 
-def file_bytes(path: Path) -> int:
-    """The model's bytes on disk, external data included."""
-    path = Path(path)
-    data = path.with_name(path.name + ".data")
-    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
-
-
 def measure(model: Path, setup: Setup, fp32_result: dict | None = None) -> dict:
     """Validate `model` against the FP32 export (FP32 run from the cache) and time it."""
-    from .latency import latency_ratio
-    from .validate import validate
+    from ..latency import latency_ratio
+    from ..validate import validate
 
     start = time.perf_counter()
     result = validate(model, setup.task, reference=Path(setup.fp32), threads=setup.threads,
@@ -299,7 +87,7 @@ def measure(model: Path, setup: Setup, fp32_result: dict | None = None) -> dict:
 
 def run_cell(cell: Cell, setup: Setup) -> dict:
     """Convert, validate and time one cell; returns its row (status 'error' with the reason on failure)."""
-    from .convert import convert
+    from ..convert import convert
 
     out = Path(setup.out)
     folder = out / "models" / cell.id
@@ -340,13 +128,12 @@ def cell_options(cell: Cell, setup: Setup) -> ConvertOptions:
     """The cell's ConvertOptions; Q-BERT cells get the sweep's Hessian and their bit budget."""
     options = cell.convert_options()
     if cell.method == "qbert":
-        from .qbert import QBertOptions
-
         if not setup.hessian:
             raise BadInput("a qbert cell needs the sweep's Hessian record")
         record = json.loads(Path(setup.hessian).read_text())
-        options = replace(options, qbert=QBertOptions(hessian=record, avg_bits=float(cell.bits),
-                                                      bit_choices=qbert_choices(cell.bits)))
+        options = replace(options, method_options=replace(options.method_options, hessian=record,
+                                                          avg_bits=float(cell.bits),
+                                                          bit_choices=bit_choices_around(cell.bits)))
     return options
 
 
@@ -354,9 +141,10 @@ def qbert_hessian(fp32: Path, out: Path, task: str, data_dir: Path | None, calib
     """The Hessian record of the sweep's model (computed once, on train batches; reused on resume)."""
     path = Path(out) / "qbert-hessian.json"
     if not path.is_file():
-        from .qbert import hessian_record
+        from ..analyse.hessian_record import HessianSettings, export_hessian_record
 
-        write_atomic(path, json.dumps(hessian_record(fp32, task, data_dir=data_dir, calib_file=calib_file), indent=1))
+        settings = HessianSettings(task=task, data_dir=data_dir, calib_file=calib_file)
+        write_atomic(path, json.dumps(export_hessian_record(fp32, settings), indent=1))
     return path
 
 
@@ -381,16 +169,6 @@ def summarize(measured: dict, plan, summary: dict, fp32_bytes: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------
 # the driver
-
-
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-probe-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise BadInput(f"cannot write to '{out}' ({exc.strerror or exc}): choose a writable -o") from None
 
 
 def cell_path(out: Path, cell_id: str) -> Path:
@@ -426,12 +204,12 @@ def prepare_fp32(source: str, out: Path) -> tuple[Path, dict]:
         if not Path(source).is_file():
             raise BadInput(f"'{source}' does not exist: pass an FP32 .onnx or a Hugging Face model folder")
         return Path(source), {"exported": False}
-    from .validate import model_metadata
+    from ..validate import model_metadata
 
     target = out / "fp32" / "model.onnx"
     if target.is_file() and model_metadata(target).get("source_model") == str(source):
         return target, {"exported": False, "reused": True}
-    from .export import export
+    from ..export import export
 
     summary = export(str(source), target)
     return target, {"exported": True, "max_abs_diff_vs_torch": summary["max_abs_diff_vs_torch"]}
@@ -482,8 +260,8 @@ def run_sweep(
     on_event(kind, payload) is told about: 'fp32' (baseline scored), 'plan' (cells to run, skipped),
     'cell' (a finished row).
     """
-    from .tasks import get_task
-    from .validate import validate
+    from ..tasks import get_task
+    from ..validate import validate
 
     emit = on_event or (lambda kind, payload: None)
     methods = check_methods(methods)
@@ -539,7 +317,7 @@ def run_sweep(
         (ran if row["status"] == "ok" else failed).append(row["id"])
         emit("cell", row)
 
-    for row in execute(todo, setup, jobs, executor, ray_address):
+    for row in execute(todo, setup, jobs, executor, ray_address, run_cell, lost_row):
         record(row)
 
     manifest.update(command=command or manifest.get("command", ""), methods=methods, bits=bits,
@@ -550,57 +328,7 @@ def run_sweep(
             "skipped": [c.id for c in cells if c.id in done], "files": files, "fp32": manifest["fp32"]}
 
 
-def execute(cells: list[Cell], setup: Setup, jobs: int, executor: str, ray_address: str | None) -> Iterable[dict]:
-    """Yield each cell's row as it finishes: in process, in `jobs` local processes, or as Ray tasks."""
-    if not cells:
-        return
-    if executor == "ray":
-        yield from _execute_ray(cells, setup, ray_address)
-    elif jobs == 1:
-        for cell in cells:
-            yield run_cell(cell, setup)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # spawn: fresh interpreters, no forked ONNX Runtime thread pools
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(run_cell, cell, setup) for cell in cells]
-            try:
-                for future in as_completed(futures):
-                    yield future.result()
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-
-
-def _import_ray():
-    try:
-        import ray  # optional extra: only --executor ray needs it
-    except ImportError:
-        raise BadInput("--executor ray needs Ray, which is not installed: pip install 'bert2onnxq[ray]'") from None
-    return ray
-
-
-def _execute_ray(cells: list[Cell], setup: Setup, address: str | None) -> Iterable[dict]:
-    """One Ray task per cell. Workers read the FP32 export and data and write the cell's model under
-    the results folder, so on a multi-node cluster those paths must be on a shared filesystem; the
-    rows come back to the driver, which writes the cell files exactly as the local executor does."""
-    ray = _import_ray()
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        except Exception as exc:
-            raise BadInput(f"cannot connect to Ray ({str(exc).splitlines()[0][:200]}): check --ray-address") from None
-    task = ray.remote(num_cpus=max(1, setup.threads))(run_cell)
-    pending = {task.remote(cell, setup): cell for cell in cells}
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            cell = pending.pop(ref)
-            try:
-                yield ray.get(ref)
-            except Exception as exc:  # a lost worker: the cell is reported failed, a re-run retries it
-                yield {"version": CELL_VERSION, "id": cell.id, "method": cell.method, "variant": cell.variant,
-                       "bits": cell.bits, "options": cell.options, "status": "error",
-                       "error": f"Ray task failed: {str(exc).splitlines()[0][:300]}"}
+def lost_row(cell: Cell, error: str) -> dict:
+    """The row of a cell whose worker was lost: reported failed, a re-run retries it."""
+    return {"version": CELL_VERSION, "id": cell.id, "method": cell.method, "variant": cell.variant,
+            "bits": cell.bits, "options": cell.options, "status": "error", "error": error}

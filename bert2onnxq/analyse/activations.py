@@ -1,6 +1,7 @@
 """Activation statistics: run the FP32 model on train-split samples and observe MatMul inputs.
 
-They decide static activation ranges and which activation channels OCS splits.
+They decide static activation ranges and which activation channels OCS splits: the plan's
+decisions that need data, filled once the method has said which MatMuls are quantized.
 """
 
 from __future__ import annotations
@@ -8,12 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx_ir as ir
 
-from . import numerics
-from .onnx_io import load_onnx
-from .runtime import make_runner
-from .tasks import get_task
-from .validate import load_tokenizer, model_metadata
+from .. import numerics
+from ..errors import BadInput
+from ..onnx_io import load_onnx, load_tokenizer, model_metadata
+from ..plan import QuantPlan, TensorPlan, split_activation_name
+from ..runtime import make_runner
+from ..tasks import get_task
 
 SAMPLE_VALUES = 200_000  # values (as whole token rows) kept per tensor for ACIQ's b estimate
 
@@ -100,3 +103,48 @@ def activation_ranges(fp32_path: Path, names: list[str], task_name: str, *, meth
     """{activation name: [lo, hi]} from train examples of `task_name` (min-max or ACIQ)."""
     observers = observe_activations(fp32_path, names, task_name, **kwargs)
     return {name: obs.range(method) for name, obs in observers.items()}
+
+
+def fill_activation_plan(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate) -> None:
+    """Fill the plan's activation decisions that need data: OCS activation splits, then static ranges.
+
+    `calibrate(fp32_path, activation_names) -> {name: ChannelObserver}` observes the activations.
+    """
+    acts = plan.activations
+    need_splits = bool(acts.ocs_ratio) and not acts.splits
+    need_ranges = acts.mode == "static" and not acts.ranges
+    if not (need_splits or need_ranges):
+        return
+    if calibrate is None:
+        raise BadInput("static activation ranges and --ocs-activations need calibration samples: pass --task "
+                       "(and --data-dir or --calib-file)")
+    readers = activation_readers(model, plan)
+    observers = calibrate(fp32_path, sorted(readers))
+    if need_splits:
+        acts.splits = {x: {"split_rows": numerics.activation_split(observers[x].channel_absmax(), acts.ocs_ratio).split_rows,
+                           "weights": weights} for x, weights in readers.items()}
+    if need_ranges:
+        acts.ranges = {}
+        nbits = {t.name for t in plan.weights if t.kernel == "matmulnbits"}  # MatMulNBits quantizes these itself
+        for x, weights in readers.items():
+            if set(weights) <= nbits:
+                continue
+            split = activation_split(plan, next(t for t in plan.weights if t.name == weights[0]))
+            name = x if split is None else split_activation_name(x)
+            acts.ranges[name] = observers[x].range(acts.calibration, split=split)
+
+
+def activation_readers(model: ir.Model, plan: QuantPlan) -> dict[str, list[str]]:
+    """{MatMul input activation: [planned weights it multiplies]} (Q, K and V share one input)."""
+    names = {t.name for t in plan.weights}
+    readers: dict[str, list[str]] = {}
+    for n in model.graph:
+        if n.op_type == "MatMul" and n.inputs[1] is not None and n.inputs[1].name in names:
+            readers.setdefault(n.inputs[0].name, []).append(n.inputs[1].name)
+    return readers
+
+
+def activation_split(plan: QuantPlan, t: TensorPlan) -> numerics.ActivationSplit | None:
+    """The OCS split of the activation that weight `t`'s MatMul reads, or None."""
+    rows = plan.activation_split_rows(t.name)
+    return numerics.ActivationSplit.from_rows(t.shape[0], rows) if rows else None

@@ -1,0 +1,137 @@
+"""Quantize: the integers of every planned tensor, on the grid its TensorPlan gives.
+
+The grid (scales, zero points, OCS expansion) follows from the weights and the plan by `numerics`;
+the rounding onto it is this stage's choice (today: nearest). The graph forms the kernels need
+(requantized int8, folded OCS rows, the load-time container) are decided here too, so the passes
+only write what they are handed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from .. import numerics
+from ..analyse.activations import activation_split
+from ..errors import BadInput
+from ..onnx_io import weight_array
+from ..plan import QuantPlan, TensorPlan
+from .tensor import QuantizedTensor
+
+
+def weight_grid(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.QuantParams, np.ndarray | None]:
+    """The plan's decision for one weight, turned into (matrix to quantize, its scales, OCS channel
+    index or None) by numerics; OCS expands W [K, N] to W' [K + splits, N]."""
+    common = dict(symmetric=t.symmetric, granularity=t.granularity, group_size=t.group_size)
+    if t.granularity == "neuron-group":
+        common.update(groups=t.groups, heads=t.heads)
+    method = "lq" if t.clip == "none" else "aciq"
+    if method == "aciq":
+        common["distribution"] = t.clip.removeprefix("aciq-")
+    if t.ocs_ratio:
+        split, params = numerics.ocs_params(w, t.ocs_ratio, t.bits, method=method, grid=t.ocs_grid_aware, **common)
+        return split.weight, params, split.index
+    fit = numerics.lq_params if method == "lq" else numerics.aciq_params
+    return w, fit(w, t.bits, **common), None
+
+
+def quantize_plan(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTensor], list[QuantizedTensor]]:
+    """Integers and scales for every planned tensor, and the graph form its kernel needs; fills each
+    TensorPlan's statistics (and, for OCS, the channels split and the form chosen)."""
+    weights = [_quantize_weight(model, plan, t) for t in plan.weights]
+    tables = []
+    for t in plan.embeddings:
+        table = weight_array(model, t.name)
+        # per row of T (its columns once transposed); 4-bit tables use row blocks
+        granularity = "group" if t.group_size else "channel"
+        params_t = numerics.lq_params(table.T, t.bits, symmetric=True, granularity=granularity, group_size=t.group_size)
+        q = numerics.quantize(table.T, params_t).T
+        t.stats = _stats(table.T, q.T, params_t)
+        tables.append(QuantizedTensor(t.name, np.ascontiguousarray(q), params_t))
+    return weights, tables
+
+
+def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan) -> QuantizedTensor:
+    w = weight_array(model, t.name)
+    act_split = activation_split(plan, t)
+    w_in = w if act_split is None else w[act_split.index]  # rows duplicated unchanged for x' = x[idx] * f
+    matrix, params, index = weight_grid(w_in, t)
+    q = numerics.quantize(matrix, params)
+    t.stats = _stats(matrix, q, params)
+    qt = QuantizedTensor(t.name, q, params, index)
+    if t.kernel == "int8-requant":
+        qt.form = "requant"
+        q8, qt.requant = numerics.requantize_int8(q, params)
+        runtime = numerics.dequantize(q8, qt.requant)  # what the int8 GEMM multiplies with
+        t.stats["requant_mse"] = float(numerics.mse(numerics.dequantize(q, params), runtime))
+        if index is None:
+            t.stats["runtime_mse"] = float(numerics.mse(matrix, runtime))
+    if index is not None:
+        t.ocs_channels = [int(c) for c in index[w_in.shape[0]:]]
+        folded = numerics.fold_ocs(q, params, index) if qt.form == "plain" else None
+        if t.ocs_form == "fold" and folded is None:
+            raise BadInput(f"the plan folds the OCS rows of '{t.name}', but they do not fit int8 at this granularity: "
+                           "use ocs_form 'gather'")
+        t.ocs_form = t.ocs_form or ("fold" if folded is not None else "gather")
+        if t.ocs_form == "fold":
+            qt.form = "ocs-fold"
+    if index is not None or act_split is not None:
+        # the error that matters is the effective weight's: fold duplicated rows back onto W
+        t.stats["mse"] = float(numerics.mse(w, effective_weight(numerics.dequantize(q, params), index, act_split)))
+    if qt.form == "plain":
+        qt.load_as = _load_as(params, plan.target)
+    return qt
+
+
+def effective_weight(w: np.ndarray, index: np.ndarray | None, act_split: numerics.ActivationSplit | None) -> np.ndarray:
+    """The [K, N] weight that x meets through OCS: rows of W' folded over the weight gather `index`, then
+    over the activation split (x' = x[idx] * factor); float64."""
+    w = np.asarray(w, np.float64)
+    if index is not None:
+        folded = np.zeros((len(act_split.index) if act_split else index.max() + 1, w.shape[1]))
+        np.add.at(folded, index, w)
+        w = folded
+    if act_split is not None:
+        folded = np.zeros((act_split.index.max() + 1, w.shape[1]))
+        np.add.at(folded, act_split.index, w * act_split.factor[:, None])
+        w = folded
+    return w
+
+
+def split_weights_fp32(model: ir.Model, plan: QuantPlan) -> tuple[dict, dict]:
+    """OCS channel splitting alone, in FP32: ({weight: (weight, index)}, {weight: expanded matrix})."""
+    splits, expanded = {}, {}
+    for t in plan.weights:
+        act_split = activation_split(plan, t)
+        w = weight_array(model, t.name)
+        w = w if act_split is None else w[act_split.index]
+        if t.ocs_ratio:
+            split = numerics.ocs_split(w, t.ocs_ratio)
+            splits[t.name], w = (t.name, split.index), split.weight
+        expanded[t.name] = w
+    return splits, expanded
+
+
+def _load_as(params: numerics.QuantParams, target: str) -> str | None:
+    """Container to cast a plain weight to at session start (qdq_weights docstring): the CPU runs
+    per-tensor/per-channel sub-byte weights as int8; CUDA has no int2 DequantizeLinear or MatMulNBits."""
+    bits = numerics.container_bits(params.bits)
+    if target == "cpu" and bits < 8 and params.block_size is None:
+        return "int8"
+    if target == "cuda" and bits == 2:
+        return "int4"
+    return None
+
+
+def _stats(w: np.ndarray, q: np.ndarray, params: numerics.QuantParams) -> dict:
+    scale = np.asarray(params.scale, dtype=np.float64)
+    deq = numerics.dequantize(q, params)
+    step = numerics.expand_scale(params.scale, w.shape, params.axis, params.block_size)
+    return {
+        "num_scales": params.num_scales,
+        "scale_min": float(scale.min()), "scale_max": float(scale.max()), "scale_mean": float(scale.mean()),
+        "max_abs": float(np.abs(w).max()),
+        # inside the range the error is at most half a step; beyond it, the value was clipped
+        "clipped_fraction": float(np.mean(np.abs(w - deq) > step * 0.5 * (1 + 1e-6))),
+        "mse": float(numerics.mse(w, deq)),
+    }

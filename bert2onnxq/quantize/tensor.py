@@ -1,0 +1,24 @@
+"""What the quantize stage hands the graph passes for one tensor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..numerics import QuantParams
+
+FORMS = ("plain", "ocs-fold", "requant")  # graph forms: graph/qdq_weights.py's docstring
+
+
+@dataclass
+class QuantizedTensor:
+    """What numerics decided for one tensor: integer values and their quantization parameters."""
+
+    name: str
+    values: np.ndarray  # integers, unpacked, same shape as the FP32 tensor (OCS: the expanded W')
+    params: QuantParams
+    gather_index: np.ndarray | None = None  # OCS: input channel feeding each row of W'
+    form: str = "plain"  # plain | ocs-fold | requant (module docstring)
+    load_as: str | None = None  # plain form: signed container name to Cast to at session start (int8, int4)
+    requant: QuantParams | None = None  # requant form: the per-channel int8 params
