@@ -2,7 +2,7 @@
 
     analyse   methods.REGISTRY[m].analyse (Q-BERT: the Hessian)        bert2onnxq/analyse/
     decide    methods.REGISTRY[m].decide  -> QuantPlan (or --plan)     bert2onnxq/methods/
-    analyse   activation statistics the plan asks for (static ranges, OCS activation splits)
+    analyse   activation statistics the plan asks for (static ranges, OCS activation splits, GPTQ's X^T X)
     quantize  integers on the plan's grid                              bert2onnxq/quantize/
     apply     graph passes                                             bert2onnxq/graph/
     save      atomically, with the plan in the metadata
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from .analyse.activations import fill_activation_plan
+from .analyse.activations import fill_activation_plan, input_moments
 from .errors import BadInput
 from .graph.apply import apply_plan, apply_splits_fp32
 from .graph.locate import check_quantizable
@@ -34,10 +34,10 @@ def decide(model: ir.Model, options: ConvertOptions, *, source: str = "", progre
     return method.decide(model, sites, options, analysis)
 
 
-def quantize_and_apply(model: ir.Model, plan: QuantPlan) -> ir.Model:
-    """The integers of `plan`, written into `model` in place."""
+def quantize_and_apply(model: ir.Model, plan: QuantPlan, moments: dict | None = None, progress=None) -> ir.Model:
+    """The integers of `plan` (GPTQ rounding: on the input `moments`), written into `model` in place."""
     check_kernels(plan)
-    weights, tables = quantize_plan(model, plan)
+    weights, tables = quantize_plan(model, plan, moments, progress)
     return apply_plan(model, plan, weights, tables)
 
 
@@ -59,8 +59,9 @@ def convert(
 ) -> dict:
     """Convert an FP32 ONNX (or an HF model, exported first) into a quantized ONNX at `output`.
 
-    `calibrate(fp32_path, activation_names) -> {name: analyse.activations.ChannelObserver}` observes
-    activations on calibration data, for static ranges and activation OCS;
+    `calibrate(fp32_path, activation_names, samples=None, moments=False) -> {name: ChannelObserver}`
+    (analyse.activations) observes activations on calibration data, for static ranges, activation
+    OCS and GPTQ's input moments;
     `progress(label, total) -> advance(n)` shows long analyses (Q-BERT's Hessian).
     """
     output = Path(output)
@@ -76,9 +77,10 @@ def convert(
         check_plan_fits(plan, {name: tuple(v.shape.numpy()) for name, v in model.graph.initializers.items()})
         check_kernels(plan)
         fill_activation_plan(model, plan, fp32_path, calibrate)
+        moments = input_moments(model, plan, fp32_path, calibrate, progress)
         planned = {t.name for t in plan.weights + plan.embeddings}
         fp32_rest = sum(v.const_value.nbytes for n, v in model.graph.initializers.items() if n not in planned)
-        quantize_and_apply(model, plan)
+        quantize_and_apply(model, plan, moments, progress)
         save_onnx(ir.to_proto(model), tmp / output.name)
         shutil.rmtree(tmp / "fp32", ignore_errors=True)  # the intermediate export, if we made one
         if plan_out is not None:

@@ -105,6 +105,9 @@ class QuantPlan:
     source: dict = field(default_factory=dict)  # the FP32 model it was made for (head, layers, hidden)
     target: str = "cpu"  # execution provider the graph forms were chosen for (TARGETS)
     analysis: dict = field(default_factory=dict)  # what the method measured to decide (Q-BERT: Hessian, bits)
+    # how the quantize stage rounds onto the grid: {} = nearest; gptq: {"method", "damp", "block", "act_order",
+    # "samples", then what calibrated it: "task", "data", "tokens"}
+    rounding: dict = field(default_factory=dict)
     version: int = PLAN_VERSION
 
     # --- JSON ---
@@ -126,6 +129,7 @@ class QuantPlan:
                 source=dict(raw.get("source", {})),
                 target=raw.get("target", "cpu"),
                 analysis=dict(raw.get("analysis", {})),
+                rounding=dict(raw.get("rounding", {})),
             )
         except BadInput:
             raise
@@ -184,7 +188,8 @@ class QuantPlan:
                  f"+{100 * ocs['extra_macs_fraction']:.2f}% MACs{act_split})") if ocs["channels_added"] else ""
         kernels = sorted({t.kernel for t in self.weights if t.kernel})
         runs = f", {self.target} kernels {'/'.join(kernels)}" if kernels else ""
-        return (f"{self.method}: {len(self.weights)} weights at {'/'.join(map(str, bits))} bits ({', '.join(grans)}){split}, "
+        rounding = f", {self.rounding['method']} rounding" if self.rounding.get("method", "nearest") != "nearest" else ""
+        return (f"{self.method}: {len(self.weights)} weights at {'/'.join(map(str, bits))} bits ({', '.join(grans)}){rounding}{split}, "
                 f"activations {act}, embeddings {'/'.join(map(str, emb))}{runs}")
 
 

@@ -28,18 +28,26 @@ class ChannelObserver:
     exactly from the same statistics.
     """
 
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, moments: bool = False):
         self.lo = self.hi = None
         self.rows: list[np.ndarray] = []
         self.rng = rng
+        self.moment = None if not moments else 0.0  # X^T X over every real token (GPTQ's H), float64
+        self.tokens = 0
 
     def update(self, x: np.ndarray) -> None:
         x = x.reshape(-1, x.shape[-1])
+        self.tokens += len(x)
         lo, hi = x.min(axis=0), x.max(axis=0)
         self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
         self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
         keep = max(1, SAMPLE_VALUES // (8 * x.shape[1]))
         self.rows.append(x[self.rng.choice(len(x), size=min(len(x), keep), replace=False)])
+
+    def add_moment(self, x: np.ndarray) -> None:
+        """Accumulate X^T X of token rows x [tokens, K] (one call per batch: one large product)."""
+        x64 = x.reshape(-1, x.shape[-1]).astype(np.float64)
+        self.moment = self.moment + x64.T @ x64
 
     def channel_absmax(self) -> np.ndarray:
         return np.maximum(-self.lo, self.hi)
@@ -69,8 +77,11 @@ def observe_activations(
     data_file: Path | None = None,
     batch_size: int = 16,
     seed: int = 0,
+    moments: bool = False,
+    progress=None,
 ) -> dict[str, ChannelObserver]:
-    """Run the FP32 model on `samples` train examples of `task_name` and observe the named activations."""
+    """Run the FP32 model on `samples` train examples of `task_name` and observe the named activations
+    (with `moments`, also their second moment X^T X); `progress(label, total)` shows the batches."""
     import onnx
 
     task = get_task(task_name)
@@ -86,13 +97,21 @@ def observe_activations(
     try:
         onnx.save(model, str(tmp))
         runner = make_runner(tmp)
-        observers = {name: ChannelObserver(np.random.default_rng(seed)) for name in names}
-        for start in range(0, len(encoded.features), batch_size):
+        observers = {name: ChannelObserver(np.random.default_rng(seed), moments) for name in names}
+        starts = range(0, len(encoded.features), batch_size)
+        tick = progress(f"calibration batches ({task.name} train)", len(starts)) if progress else None
+        for start in starts:
             batch = encoded.features[start:start + batch_size]
             outputs = runner.run_features(batch, batch_size, tokenizer.pad_token_id or 0)
             for name in names:  # cut padded positions: they are not real activations
-                for row, feature in zip(outputs[name], batch):
-                    observers[name].update(row[: len(feature["input_ids"])] if row.ndim >= 2 else row)
+                rows = [row[: len(feature["input_ids"])] if row.ndim >= 2 else row
+                        for row, feature in zip(outputs[name], batch)]
+                for row in rows:
+                    observers[name].update(row)
+                if moments:
+                    observers[name].add_moment(np.concatenate([r.reshape(-1, r.shape[-1]) for r in rows]))
+            if tick:
+                tick(1)
     finally:
         tmp.unlink(missing_ok=True)
     return observers
@@ -132,6 +151,23 @@ def fill_activation_plan(model: ir.Model, plan: QuantPlan, fp32_path: Path, cali
             split = activation_split(plan, next(t for t in plan.weights if t.name == weights[0]))
             name = x if split is None else split_activation_name(x)
             acts.ranges[name] = observers[x].range(acts.calibration, split=split)
+
+
+def input_moments(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, progress=None) -> dict | None:
+    """{MatMul input activation: X^T X} on the plan's calibration samples when it rounds with GPTQ, else None.
+    The plan records the tokens they came from."""
+    rounding = plan.rounding
+    if rounding.get("method") != "gptq":
+        return None
+    if not plan.weights:
+        raise BadInput("--rounding gptq has no weight to round (--skip left none): use --rounding nearest")
+    if calibrate is None:
+        raise BadInput("--rounding gptq needs calibration samples to measure each layer's inputs: pass --task "
+                       "(and --data-dir or --calib-file); a plan that rounds with GPTQ needs them to replay too")
+    readers = activation_readers(model, plan)
+    observers = calibrate(fp32_path, sorted(readers), samples=rounding.get("samples"), moments=True)
+    rounding["tokens"] = int(next(iter(observers.values())).tokens)
+    return {x: observers[x].moment for x in readers}
 
 
 def activation_readers(model: ir.Model, plan: QuantPlan) -> dict[str, list[str]]:

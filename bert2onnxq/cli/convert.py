@@ -128,6 +128,18 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
                       "output channel to int8 at session load: int8-GEMM speed, one more rounding of at most half an int8 step)."),
 )
 @cloup.option_group(
+    "Rounding (the quantize stage; every method)",
+    cloup.option("--rounding", type=click.Choice(["nearest", "gptq"]), default="nearest", show_default=True,
+                 help="nearest: each weight to its nearest grid point; gptq: the integers on the same grid that "
+                      "minimise each MatMul's output error on --calib-samples train inputs of --task (GPTQ/OBQ)."),
+    cloup.option("--gptq-damp", type=float, default=0.01, show_default=True,
+                 help="gptq: added to the diagonal of X^T X, as a fraction of its mean."),
+    cloup.option("--gptq-block", type=click.IntRange(1), default=128, show_default=True,
+                 help="gptq: input rows per lazy batch update (speed only)."),
+    cloup.option("--gptq-act-order/--no-gptq-act-order", default=True, show_default=True,
+                 help="gptq: round the most active input channels first."),
+)
+@cloup.option_group(
     "Accuracy-targeted search (--max-drop)",
     cloup.option("--max-drop", type=float, metavar="POINTS",
                  help="Search for the smallest file whose --task metric is within POINTS of FP32 (no --method/--bits)."),
@@ -191,12 +203,15 @@ def convert(**p):
     if task:
         from ..analyse.activations import observe_activations
 
-        def calibrate(fp32_path, names):
-            with err.status(f"calibrating {len(names)} activations on {calib_samples} {task} train samples ..."):
-                return observe_activations(fp32_path, names, task, samples=calib_samples, data_dir=p["data_dir"],
-                                           data_file=p["calib_file"])
+        def calibrate(fp32_path, names, samples=None, moments=False):
+            n = samples or calib_samples
+            what = "inputs (X^T X) of" if moments else ""
+            with err.status(f"calibrating {what} {len(names)} activations on {n} {task} train samples ..."):
+                return observe_activations(fp32_path, names, task, samples=n, data_dir=p["data_dir"],
+                                           data_file=p["calib_file"], moments=moments)
     source, output, plan_out = p["source"], p["output"], p["plan_out"]
-    if options.method == "qbert" and plan is None:  # the Hessian shows its own progress bar
+    gptq = (plan.rounding if plan else {}).get("method") == "gptq" or (plan is None and options.rounding == "gptq")
+    if (options.method == "qbert" and plan is None) or gptq:  # the Hessian and GPTQ show their own progress bars
         with progress_bars(enabled=True) as factory:
             summary = run_convert(source, output, options, plan_out=plan_out, calibrate=calibrate, progress=factory)
     else:

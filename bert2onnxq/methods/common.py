@@ -18,6 +18,7 @@ from ..graph.locate import WeightSite, embedding_tables
 from ..plan import TARGETS, ActivationPlan, QuantPlan, TensorPlan, default_kernel
 
 GROUP_KERNELS = ("matmulnbits", "int8")
+ROUNDINGS = ("nearest", "gptq")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class ConvertOptions:
     skip: tuple[str, ...] = field(default_factory=tuple)
     target: str = "cpu"  # execution provider whose native kernels the graph forms are chosen for
     group_kernel: str = "matmulnbits"  # cpu, group-wise: matmulnbits (exact) | int8 (requantized per channel)
+    rounding: str = "nearest"  # the quantize stage: nearest | gptq (output-error compensating, needs calibration)
+    gptq_damp: float = 0.01  # gptq: added to diag(H), as a fraction of its mean
+    gptq_block: int = 128  # gptq: rows per lazy batch update
+    gptq_act_order: bool = True  # gptq: round the most active input channels first
 
     @property
     def method(self) -> str:
@@ -68,6 +73,10 @@ class ConvertOptions:
         if self.group_kernel == "int8" and (self.target != "cpu" or not self.act_bits):
             raise BadInput("--group-kernel int8 runs group-wise weights on ONNX Runtime's CPU int8 GEMM: it needs "
                            "--target cpu and --act-bits 8")
+        if self.rounding not in ROUNDINGS:
+            raise BadInput(f"unknown rounding '{self.rounding}': choose {' or '.join(ROUNDINGS)}")
+        if self.gptq_damp < 0 or self.gptq_block < 1:
+            raise BadInput(f"--gptq-damp {self.gptq_damp} must be >= 0 and --gptq-block {self.gptq_block} >= 1")
         if self.method_options is not None:
             self.method_options.check(self)
 
@@ -122,7 +131,11 @@ def base_plan(model: ir.Model, sites: list[WeightSite], options: ConvertOptions,
     acts = ActivationPlan(bits=options.act_bits, mode=options.act_calib if options.act_bits else "none",
                           calibration=options.calib_method if static else None,
                           samples=options.calib_samples if static else None, ocs_ratio=act_ocs_ratio)
-    return QuantPlan(method, weights, embeddings, acts, list(options.skip), source_info(model), options.target)
+    plan = QuantPlan(method, weights, embeddings, acts, list(options.skip), source_info(model), options.target)
+    if options.rounding == "gptq":
+        plan.rounding = {"method": "gptq", "damp": options.gptq_damp, "block": options.gptq_block,
+                         "act_order": options.gptq_act_order, "samples": options.calib_samples}
+    return plan
 
 
 def neuron_grouping(model: ir.Model, site: WeightSite, groups: int) -> tuple[int, int | None]:

@@ -1,7 +1,9 @@
 """Quantize: the integers of every planned tensor, on the grid its TensorPlan gives.
 
 The grid (scales, zero points, OCS expansion) follows from the weights and the plan by `numerics`;
-the rounding onto it is this stage's choice (today: nearest). The graph forms the kernels need
+the rounding onto it is this stage's choice: nearest, or GPTQ (numerics/gptq.py), which minimises
+each MatMul's output error on the calibration inputs' second moment H = X^T X (`moments`, one per
+MatMul input; OCS-expanded weights get the moment of their expanded input). The graph forms the kernels need
 (requantized int8, folded OCS rows, the load-time container) are decided here too, so the passes
 only write what they are handed.
 """
@@ -12,8 +14,9 @@ import numpy as np
 import onnx_ir as ir
 
 from .. import numerics
-from ..analyse.activations import activation_split
+from ..analyse.activations import activation_readers, activation_split
 from ..errors import BadInput
+from ..numerics.gptq import GPTQSettings, expand_moment, gptq_quantize, output_error
 from ..onnx_io import weight_array
 from ..plan import QuantPlan, TensorPlan
 from .tensor import QuantizedTensor
@@ -35,10 +38,25 @@ def weight_grid(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.Quan
     return w, fit(w, t.bits, **common), None
 
 
-def quantize_plan(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTensor], list[QuantizedTensor]]:
+def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict[str, np.ndarray] | None = None,
+                  progress=None) -> tuple[list[QuantizedTensor], list[QuantizedTensor]]:
     """Integers and scales for every planned tensor, and the graph form its kernel needs; fills each
-    TensorPlan's statistics (and, for OCS, the channels split and the form chosen)."""
-    weights = [_quantize_weight(model, plan, t) for t in plan.weights]
+    TensorPlan's statistics (and, for OCS, the channels split and the form chosen).
+
+    `moments` {MatMul input activation: X^T X}: required when the plan rounds with GPTQ."""
+    gptq = plan.rounding.get("method") == "gptq"
+    inputs = {}
+    if gptq:
+        if moments is None:
+            raise BadInput("the plan rounds with GPTQ, which needs the calibration inputs: pass --task and its data "
+                           "(the same --calib-samples reproduce the same integers)")
+        inputs = {w: moments[x] for x, ws in activation_readers(model, plan).items() for w in ws}
+    tick = progress("GPTQ rounding (weights)", len(plan.weights)) if progress and gptq else None
+    weights = []
+    for t in plan.weights:
+        weights.append(_quantize_weight(model, plan, t, inputs.get(t.name)))
+        if tick:
+            tick(1)
     tables = []
     for t in plan.embeddings:
         table = weight_array(model, t.name)
@@ -51,13 +69,21 @@ def quantize_plan(model: ir.Model, plan: QuantPlan) -> tuple[list[QuantizedTenso
     return weights, tables
 
 
-def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan) -> QuantizedTensor:
+def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, moment: np.ndarray | None) -> QuantizedTensor:
     w = weight_array(model, t.name)
     act_split = activation_split(plan, t)
     w_in = w if act_split is None else w[act_split.index]  # rows duplicated unchanged for x' = x[idx] * f
     matrix, params, index = weight_grid(w_in, t)
     q = numerics.quantize(matrix, params)
-    t.stats = _stats(matrix, q, params)
+    errors = {}
+    if moment is not None:  # GPTQ on the moment of the input this matrix really reads
+        h = moment if act_split is None else expand_moment(moment, act_split.index, act_split.factor)
+        h = h if index is None else expand_moment(h, index)
+        errors["out_err_nearest"] = output_error(w, effective_weight(numerics.dequantize(q, params), index, act_split), moment)
+        r = plan.rounding
+        q = gptq_quantize(matrix, h, params, GPTQSettings(r["damp"], r["block"], r["act_order"]))
+        errors["out_err"] = output_error(w, effective_weight(numerics.dequantize(q, params), index, act_split), moment)
+    t.stats = {**_stats(matrix, q, params), **errors}
     qt = QuantizedTensor(t.name, q, params, index)
     if t.kernel == "int8-requant":
         qt.form = "requant"

@@ -1,0 +1,349 @@
+"""Rounding table: nearest vs GPTQ rounding for LQ, ACIQ, OCS and Q-BERT, beside ONNX Runtime's
+MatMulNBitsQuantizer with each algorithm it offers, on the same FP32 export and dev data.
+
+    python benchmarks/rounding_table.py --models minilm-l6-sst2 --bits 2
+    python benchmarks/rounding_table.py --json benchmarks/results/rounding_table.json \
+        --markdown benchmarks/results/rounding_table.md
+
+Rows (per model, every --bits among 4, 3, 2):
+  * ours, per-channel and group-32: LQ, ACIQ (Laplace), OCS (r = 0.02) + ACIQ, each with
+    `--rounding nearest` and `--rounding gptq` (128 train samples of the task; SQuAD: dev-v1.1-train36);
+    8-bit dynamic activations, int8 embeddings; the grid default (asymmetric at 2-4 bits).
+  * ours, Q-BERT avg 3 (2/3/4 bits by layer, neuron groups, ACIQ), nearest and gptq, from the Hessian
+    recorded in benchmarks/results/qbert_table.json (so the bits are the committed table's).
+  * ORT MatMulNBitsQuantizer, block 32, weight-only (FP32 activations and embeddings): DEFAULT
+    (ORT's own RTN), RTN and GPTQ (ORT's bundled Intel Neural Compressor code; GPTQ on the same 128
+    calibration samples, one per batch), HQQ and k-quant, at each bit width the algorithm accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (  # noqa: E402
+    DEFAULT_SHARED,
+    METRIC_LABEL,
+    MODELS,
+    SQUAD_FILE,
+    copy_metadata,
+    copy_tokenizer,
+    describe_task,
+    environment,
+    err,
+    fp32_export,
+    model_list,
+    out,
+    reference_cache,
+    run_validate,
+)
+from tables import console_table, md_checks, md_table, print_checks, save  # noqa: E402
+
+SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
+GROUP = 32
+CALIB_SAMPLES = 128
+OURS = (("LQ", {"method": "lq"}), ("ACIQ", {"method": "aciq"}), ("OCS+ACIQ", {"method": "ocs", "clip": "aciq"}))
+ORT_ALGOS = ("DEFAULT", "RTN", "GPTQ", "HQQ", "k_quant")
+# the issue's targets: (model, row label, bits, granularity) -> (what, threshold)
+TARGETS = {
+    ("minilm-l6-squad", "ACIQ", 4, "channel"): ("pct", 98.5), ("minilm-l6-squad", "ACIQ", 3, "group"): ("pct", 97.0),
+    ("minilm-l6-squad", "ACIQ", 3, "channel"): ("pct", 92.0), ("minilm-l6-squad", "ACIQ", 2, "group"): ("pct", 80.0),
+    ("minilm-l6-squad", "Q-BERT avg 3", 3, "neuron-group"): ("pct", 95.0),
+    ("minilm-l6-mrpc", "ACIQ", 3, "channel"): ("drop+agree", (1.0, 93.0)),
+    ("minilm-l6-mrpc", "LQ", 2, "group"): ("drop", 2.3),
+    ("minilm-l6-sst2", "LQ", 2, "group"): ("drop+agree", (0.5, 94.0)),
+    ("minilm-l6-sst2", "ACIQ", 2, "channel"): ("drop", 1.5),
+}
+
+
+def calibration(shared: Path, task: str) -> dict:
+    return ({"calib_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"})
+
+
+def ours_rows(bits: list[int], qbert: bool) -> list[dict]:
+    rows = []
+    for b in bits:
+        for gran in ("channel", "group"):
+            for label, kw in OURS:
+                for rounding in ("nearest", "gptq"):
+                    opts = {**kw, "bits": b, "granularity": gran, "rounding": rounding}
+                    if gran == "group":
+                        opts["group_size"] = GROUP
+                    rows.append({"kind": "ours", "label": label, "bits": b, "granularity": gran,
+                                 "rounding": rounding, "options": opts})
+    if qbert:
+        for rounding in ("nearest", "gptq"):
+            rows.append({"kind": "qbert", "label": "Q-BERT avg 3", "bits": 3, "granularity": "neuron-group",
+                         "rounding": rounding})
+    return rows
+
+
+def ort_rows(bits: list[int]) -> list[dict]:
+    return [{"kind": "ort", "label": f"ORT {algo}", "bits": b, "granularity": "group", "rounding": algo}
+            for b in bits if b in (4, 2) for algo in ORT_ALGOS]
+
+
+def slug(row: dict) -> str:
+    return f"{row['label']}-w{row['bits']}-{row['granularity']}-{row['rounding']}".lower().replace(" ", "-").replace("+", "")
+
+
+def convert_ours(row: dict, fp32: Path, path: Path, task: str, calib: dict, hessian: dict | None) -> dict:
+    from dataclasses import replace
+
+    from bert2onnxq.analyse.activations import observe_activations
+    from bert2onnxq.convert import convert
+    from bert2onnxq.methods import convert_options, qbert_convert_options
+    from bert2onnxq.methods.qbert import QBertOptions
+
+    def calibrate(fp32_path, names, samples=None, moments=False):
+        return observe_activations(fp32_path, names, task, samples=samples or CALIB_SAMPLES, moments=moments,
+                                   data_dir=calib.get("data_dir"), data_file=calib.get("calib_file"))
+
+    if row["kind"] == "qbert":
+        options = replace(qbert_convert_options(QBertOptions(hessian=hessian, avg_bits=3.0, bit_choices=(2, 3, 4))),
+                          rounding=row["rounding"])
+    else:
+        options = convert_options(**row["options"])
+    result = convert(str(fp32), path, options, calibrate=calibrate)
+    plan = result["plan"]
+    errs = [(t.stats["out_err_nearest"], t.stats["out_err"]) for t in plan.weights if "out_err" in t.stats]
+    info = {"bytes": result["bytes"], "plan_summary": plan.summary()}
+    if errs:
+        info["out_err_nearest"] = float(np.mean([e[0] for e in errs]))
+        info["out_err_gptq"] = float(np.mean([e[1] for e in errs]))
+    return info
+
+
+class _Reader:
+    """ORT's CalibrationDataReader over the tokenized calibration samples, one per batch."""
+
+    def __init__(self, feeds: list[dict]):
+        self.feeds, self.i = feeds, 0
+
+    def get_next(self):
+        if self.i >= len(self.feeds):
+            return None
+        self.i += 1
+        return self.feeds[self.i - 1]
+
+    def __iter__(self):
+        return iter(self.feeds)
+
+    def rewind(self):
+        self.i = 0
+
+
+def calibration_feeds(fp32: Path, task_name: str, calib: dict) -> list[dict]:
+    from bert2onnxq.onnx_io import load_tokenizer, model_metadata
+    from bert2onnxq.tasks import get_task
+
+    task = get_task(task_name)
+    tokenizer = load_tokenizer(fp32, model_metadata(fp32))
+    examples = task.load_examples(data_dir=calib.get("data_dir"), data_file=calib.get("calib_file"), split="train",
+                                  limit=CALIB_SAMPLES)
+    encoded = task.encode(examples, tokenizer, max_length=task.default_max_length)
+    return [{k: np.asarray(v, dtype=np.int64)[None] for k, v in f.items()
+             if k in ("input_ids", "attention_mask", "token_type_ids")} for f in encoded.features[:CALIB_SAMPLES]]
+
+
+def convert_ort(row: dict, fp32: Path, path: Path, feeds: list[dict]) -> dict:
+    import onnx
+    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+    configs = {"DEFAULT": lambda: None, "RTN": lambda: nbits.RTNWeightOnlyQuantConfig(),
+               "GPTQ": lambda: nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=_Reader(feeds), block_size=128,
+                                                               actorder=True),
+               "HQQ": lambda: nbits.HQQWeightOnlyQuantConfig(block_size=GROUP, bits=row["bits"]),
+               "k_quant": lambda: nbits.KQuantWeightOnlyQuantConfig()}
+    quantizer = nbits.MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=row["bits"], block_size=GROUP, is_symmetric=True,
+                                           algo_config=configs[row["rounding"]]())
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
+    copy_tokenizer(fp32, path.parent)
+    return {"bytes": path.stat().st_size, "metadata_copied": copy_metadata(fp32, path),
+            "algorithm": quantizer.algo_config.algorithm, "nbits_nodes": _count(path, "MatMulNBits")}
+
+
+def _count(path: Path, op: str) -> int:
+    import onnx
+
+    return sum(1 for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == op)
+
+
+def bench_model(name: str, shared: Path, work_root: Path, bits: list[int], ort: bool, qbert: bool,
+                squad_limit: int | None) -> dict:
+    task = MODELS[name]
+    data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
+    limit = squad_limit if task == "squad" else None
+    calib = calibration(shared, task)
+    work = work_root / name
+    fp32, _ = fp32_export(shared / "models" / name, work)
+    hessian = None
+    if qbert:
+        recorded = json.loads((Path(__file__).parent / "results" / "qbert_table.json").read_text())
+        hessian = recorded["models"][name]["hessian"]
+    entry = {"model": name, "task": task, "rows": [], "squad_limit": limit, "calibration_samples": CALIB_SAMPLES,
+             "calibration_data": str(next(iter(calib.values())))}
+    start = time.perf_counter()
+    rows = ours_rows(bits, qbert) + (ort_rows(bits) if ort else [])
+    feeds = calibration_feeds(fp32, task, calib) if ort else []
+    with reference_cache(fp32, True):
+        ref, _ = run_validate(fp32, task, None, data, limit)
+        primary = describe_task(entry, ref)
+        entry["fp32"] = ref["model"]["metrics"]
+        for row in rows:
+            path = work / "rounding" / slug(row) / "model.onnx"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            try:
+                info = (convert_ort(row, fp32, path, feeds) if row["kind"] == "ort"
+                        else convert_ours(row, fp32, path, task, calib, hessian))
+            except Exception as exc:  # an algorithm that does not take these bits: the table says so
+                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                entry["rows"].append(row)
+                err.print(f"  {slug(row):40s} [red]failed[/]: {row['error']}")
+                continue
+            row.update(info, convert_seconds=round(time.perf_counter() - t0, 1))
+            result, _ = run_validate(path, task, fp32, data, limit)
+            cmp = result["comparison"]
+            row.update(metrics=result["model"]["metrics"], drop=cmp["drop"], agreement=cmp["agreement"],
+                       logit_rel_rms=cmp["logit_rel_rms"],
+                       pct_of_fp32=100 * result["model"]["metrics"][primary] / entry["fp32"][primary])
+            entry["rows"].append(row)
+            err.print(f"  {slug(row):40s} {primary} {row['metrics'][primary]:6.2f} ({row['pct_of_fp32']:5.1f}%)  "
+                      f"agree {row['agreement']:6.2f}%  rms {row['logit_rel_rms']:.4f}  {row['bytes'] / 2**20:6.2f} MiB  "
+                      f"convert {row['convert_seconds']:.1f}s")
+            path.unlink(missing_ok=True)  # keep the disk small; the row has what it measured
+    entry["checks"] = checks(entry)
+    entry["wall_seconds"] = round(time.perf_counter() - start, 1)
+    return entry
+
+
+def _row(entry, label, bits, gran, rounding):
+    return next((r for r in entry["rows"] if (r["label"], r["bits"], r["granularity"], r["rounding"]) ==
+                 (label, bits, gran, rounding) and "metrics" in r), None)
+
+
+def checks(entry: dict) -> list[dict]:
+    primary = entry["primary_metric"]
+    out_checks = []
+    for (model, label, bits, gran), (kind, threshold) in TARGETS.items():
+        if model != entry["model"]:
+            continue
+        best = max((r for r in (_row(entry, label, bits, gran, "gptq"), _row(entry, label, bits, gran, "nearest")) if r),
+                   key=lambda r: r["metrics"][primary], default=None)
+        if best is None:
+            continue
+        drop, agree, pct = best["drop"][primary], best["agreement"], best["pct_of_fp32"]
+        if kind == "pct":
+            ok, target = pct >= threshold, f">= {threshold}% of FP32 {primary}"
+        elif kind == "drop":
+            ok, target = drop <= threshold, f"within {threshold} {primary}"
+        else:
+            ok, target = drop <= threshold[0] and agree >= threshold[1], f"within {threshold[0]} and >= {threshold[1]}% agreement"
+        out_checks.append({"target": f"{label} W{bits} {gran}: {target}", "pass": ok,
+                           "value": f"{best['rounding']}: {best['metrics'][primary]:.2f} ({pct:.1f}%, drop {drop:+.2f}), "
+                                    f"agreement {agree:.2f}%"})
+    # ours must lead ORT at every bit width on agreement
+    for bits in sorted({r["bits"] for r in entry["rows"] if r["kind"] == "ort"}, reverse=True):
+        ort = [r for r in entry["rows"] if r["kind"] == "ort" and r["bits"] == bits and "metrics" in r]
+        ours = [r for r in entry["rows"] if r["kind"] != "ort" and r["bits"] == bits and r["granularity"] == "group"
+                and "metrics" in r]
+        if ort and ours:
+            a, b = max(ours, key=lambda r: r["agreement"]), max(ort, key=lambda r: r["agreement"])
+            out_checks.append({"target": f"W{bits} block {GROUP}: ours lead ORT MatMulNBits on agreement",
+                               "pass": a["agreement"] > b["agreement"],
+                               "value": f"{a['label']} {a['rounding']} {a['agreement']:.2f}% vs {b['label']} {b['agreement']:.2f}%"})
+    return out_checks
+
+
+def _f(x, fmt):
+    return "—" if x is None else format(x, fmt)
+
+
+def table(entry: dict) -> tuple[list[str], list[list[str]]]:
+    primary = entry["primary_metric"]
+    p = METRIC_LABEL.get(primary, primary)
+    header = ["row", "W bits", "granularity", "rounding", p, "% FP32", "agree %", "logit rel. RMS", "out err (mean)",
+              "MiB", "convert s"]
+    cells = [["FP32", "32", "-", "-", f"{entry['fp32'][primary]:.2f}", "100.0", "100.00", "0.0000", "—", "—", "—"]]
+    for r in entry["rows"]:
+        if "error" in r:
+            cells.append([r["label"], str(r["bits"]), r["granularity"], r["rounding"], "failed: " + r["error"][:60],
+                          *["—"] * 6])
+            continue
+        err_text = _f(r.get("out_err_gptq" if r["rounding"] == "gptq" else "out_err_nearest"), ".4f")
+        cells.append([r["label"], str(r["bits"]), r["granularity"], r["rounding"], f"{r['metrics'][primary]:.2f}",
+                      f"{r['pct_of_fp32']:.1f}", f"{r['agreement']:.2f}", f"{r['logit_rel_rms']:.4f}", err_text,
+                      f"{r['bytes'] / 2**20:.2f}", f"{r['convert_seconds']:.1f}"])
+    return header, cells
+
+
+def title(entry: dict) -> str:
+    return (f"{entry['model']} ({entry['task']}, {entry['examples']} dev examples; calibration "
+            f"{entry['calibration_samples']} train samples of {entry['calibration_data']})")
+
+
+def markdown(report: dict) -> str:
+    meta = report["meta"]
+    lines = ["# Rounding table: nearest vs GPTQ, beside ONNX Runtime's MatMulNBitsQuantizer", "",
+             f"Generated {meta['date']} on {meta['machine']}; onnxruntime {meta['onnxruntime']}, onnx {meta['onnx']}, "
+             f"bert2onnxq commit {meta.get('git_commit', '?')}"
+             f"{' (with uncommitted package changes)' if meta.get('package_uncommitted_changes') else ''}.", "",
+             "Command: `" + report.get("command", "") + "`", "",
+             "Ours: 8-bit dynamic activations, int8 embeddings, asymmetric weight grid at 2-4 bits; group = group-32 "
+             "(ORT MatMulNBits at run time); OCS r = 0.02 with ACIQ clipping; `gptq` = `--rounding gptq` on 128 train "
+             "samples (damp 0.01, act order, block 128), on the same grid as `nearest`. ORT rows: MatMulNBitsQuantizer, "
+             "block 32, symmetric, weight-only (FP32 activations and embeddings). `out err`: mean over the weights of "
+             "||X(W - Ŵ)||² / ||XW||² on the calibration inputs. Every number is against the same model's FP32 export.", ""]
+    for name, entry in report["models"].items():
+        header, cells = table(entry)
+        lines += [f"## {title(entry)}", ""] + md_table(header, cells, left=4) + [""] + md_checks(entry["checks"])
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--models", default=",".join(MODELS), show_default=True, callback=model_list)
+@click.option("--bits", default="4,3,2", show_default=True, help="Weight bit widths (ORT rows at 4 and 2).")
+@click.option("--ort/--no-ort", default=True, show_default=True, help="ORT MatMulNBitsQuantizer rows.")
+@click.option("--qbert/--no-qbert", default=True, show_default=True, help="Q-BERT avg 3 rows (committed Hessian).")
+@click.option("--squad-limit", type=click.IntRange(1), default=None, help="Only the first N SQuAD questions.")
+@click.option("--shared", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_SHARED, show_default=True)
+@click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("/tmp/bert2onnxq-bench"),
+              show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--markdown", "md_path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--append", is_flag=True, help="Merge into an existing --json file (other models kept).")
+def main(models, bits, ort, qbert, squad_limit, shared, work_dir, json_path, md_path, append):
+    """Nearest vs GPTQ rounding for every method, beside ORT's MatMulNBitsQuantizer algorithms."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    logging.getLogger().setLevel(logging.ERROR)
+    bit_list = sorted({int(b) for b in bits.split(",") if b.strip()}, reverse=True)
+    report = {"meta": environment(), "models": {},
+              "command": "python benchmarks/rounding_table.py " + " ".join(sys.argv[1:])}
+    if append and json_path and json_path.is_file():
+        report["models"] = json.loads(json_path.read_text()).get("models", {})
+    start = time.perf_counter()
+    for name in models:
+        err.print(f"[bold]{name}[/]")
+        entry = bench_model(name, shared, work_dir, bit_list, ort, qbert, squad_limit)
+        report["models"][name] = entry
+        header, cells = table(entry)
+        out.print(console_table(title(entry), header, cells, left=4))
+        print_checks(out, entry["checks"])
+        save(report, json_path, md_path, markdown)
+    err.print(f"total wall time {(time.perf_counter() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""numerics.gptq on plain arrays: nearest when H = I, lower output error than nearest on correlated
+inputs on every grid, integers always on the plan's grid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bert2onnxq.numerics import (aciq_params, dequantize, int_range, lq_params, ocs_params, quantize)
+from bert2onnxq.numerics.gptq import (GPTQSettings, damped, expand_moment, gptq_quantize, output_error,
+                                      upper_cholesky_of_inverse)
+
+K, N = 64, 48
+
+
+def correlated_inputs(rng, tokens=2000, k=K):
+    """Token activations with strongly correlated channels and a few outlier channels, as in BERT."""
+    mix = rng.normal(size=(k, k)) * 0.3 + np.eye(k)
+    x = rng.normal(size=(tokens, k)) @ mix
+    x[:, :3] *= 6
+    return x
+
+
+def grids(w):
+    """Every kind of grid a plan can give: (label, matrix, params, OCS gather index or None)."""
+    yield "tensor sym", w, lq_params(w, 4, symmetric=True, granularity="tensor"), None
+    yield "channel sym", w, lq_params(w, 3, symmetric=True, granularity="channel"), None
+    yield "channel asym", w, lq_params(w, 3, symmetric=False, granularity="channel"), None
+    yield "group-16 asym", w, lq_params(w, 3, symmetric=False, granularity="group", group_size=16), None
+    yield "group-16 sym 2-bit", w, lq_params(w, 2, symmetric=True, granularity="group", group_size=16), None
+    yield "neuron-group", w, lq_params(w, 3, symmetric=False, granularity="neuron-group", groups=6, heads=None), None
+    yield "aciq clipped", w, aciq_params(w, 3, symmetric=False, granularity="channel"), None
+    split, params = ocs_params(w, 0.05, 3, method="lq", symmetric=False, granularity="channel")
+    yield "ocs expanded", split.weight, params, split.index
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize("block", [1, 7, 128])
+def test_identity_hessian_is_nearest_rounding(act_order, block):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(K, N)).astype(np.float32)
+    for label, matrix, params, _ in grids(w):
+        h = np.eye(matrix.shape[0])
+        got = gptq_quantize(matrix, h, params, GPTQSettings(damp=0.01, block=block, act_order=act_order))
+        np.testing.assert_array_equal(got, quantize(matrix, params), err_msg=label)
+
+
+def test_lower_output_error_than_nearest_on_every_grid():
+    rng = np.random.default_rng(1)
+    w = (rng.normal(size=(K, N)) * 0.05).astype(np.float32)
+    x = correlated_inputs(rng)
+    h = x.T @ x
+    for label, matrix, params, index in grids(w):
+        hm = h if index is None else expand_moment(h, index)
+        for act_order in (False, True):
+            q = gptq_quantize(matrix, hm, params, GPTQSettings(act_order=act_order))
+            lo, hi = int_range(params.bits, params.symmetric)
+            assert q.dtype == quantize(matrix, params).dtype and q.min() >= lo and q.max() <= hi, label
+            nearest = output_error(matrix, dequantize(quantize(matrix, params), params), hm)
+            ours = output_error(matrix, dequantize(q, params), hm)
+            assert ours < 0.9 * nearest, (label, act_order, ours, nearest)
+            # the error measured through the real inputs agrees with the H form
+            xm = x if index is None else x[:, index]
+            direct = np.sum((xm @ (matrix - dequantize(q, params))) ** 2) / np.sum((xm @ matrix) ** 2)
+            assert direct == pytest.approx(ours, rel=1e-6)
+
+
+def test_expand_moment_matches_the_expanded_inputs():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(100, 5))
+    index = np.array([0, 1, 2, 3, 4, 2, 2])
+    factor = np.array([1, 1, 0.5, 1, 1, 0.5, 0.25])
+    xe = x[:, index] * factor
+    np.testing.assert_allclose(expand_moment(x.T @ x, index, factor), xe.T @ xe, rtol=1e-12)
+
+
+def test_upper_cholesky_and_damping():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 8))
+    h = damped(x.T @ x, 0.01)
+    u = upper_cholesky_of_inverse(h)
+    np.testing.assert_allclose(u.T @ u, np.linalg.inv(h), rtol=1e-9, atol=1e-12)
+    assert np.allclose(u, np.triu(u))
+    dead = np.zeros((3, 3))
+    dead[0, 0] = 4.0
+    hd = damped(dead, 0.1)  # inputs 1 and 2 never fire: unit diagonal, still invertible
+    assert np.all(np.linalg.eigvalsh(hd) > 0) and hd[1, 1] == pytest.approx(1 + 0.1 * 2.0)
+
+
+def test_bad_shapes():
+    w = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="H must be"):
+        gptq_quantize(w, np.eye(3), lq_params(w, 4))
+
+
+# --- convert --rounding gptq on the tiny regression BERT (synthetic STS-B data: no ../shared needed) --------
+
+
+@pytest.fixture(scope="module")
+def stsb(tiny_onnx, tmp_path_factory) -> dict:
+    from stsb_data import make_stsb
+
+    return make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
+
+
+def _calibrate(stsb):
+    from bert2onnxq.analyse.activations import observe_activations
+
+    def calibrate(path, names, samples=None, moments=False):
+        return observe_activations(path, names, "stsb", samples=samples or 64, data_dir=stsb["glue"], moments=moments)
+    return calibrate
+
+
+@pytest.mark.parametrize("kw", [dict(method="lq", bits=3), dict(method="aciq", bits=2, granularity="group", group_size=16),
+                                dict(method="ocs", bits=3, ocs_ratio=0.1, clip="aciq"),
+                                dict(method="ocs", bits=4, ocs_ratio=0.1, ocs_activations=True),
+                                dict(method="lq", bits=3, granularity="neuron-group", groups=6, symmetric=False)])
+def test_gptq_convert_lowers_every_output_error_and_keeps_the_graph(stsb, tmp_path, kw):
+    import onnx
+
+    from bert2onnxq.convert import convert
+    from bert2onnxq.methods import convert_options
+    from bert2onnxq.plan import QuantPlan
+
+    fp32 = str(stsb["fp32"])
+    near = convert(fp32, tmp_path / "n.onnx", convert_options(**kw), calibrate=_calibrate(stsb))
+    got = convert(fp32, tmp_path / "g.onnx", convert_options(rounding="gptq", **kw), calibrate=_calibrate(stsb),
+                  plan_out=tmp_path / "plan.json")
+    plan = got["plan"]
+    assert plan.rounding["method"] == "gptq" and plan.rounding["samples"] == 128 and plan.rounding["tokens"] > 0
+    assert "gptq rounding" in plan.summary()
+    for t in plan.weights:  # every weight: the output error on the calibration inputs went down
+        assert t.stats["out_err"] < t.stats["out_err_nearest"], t.name
+    # the same graph (same kernels, same latency): only the integers differ
+    a, b = onnx.load(str(tmp_path / "n.onnx")), onnx.load(str(tmp_path / "g.onnx"))
+    assert [(n.op_type, list(n.input)) for n in a.graph.node] == [(n.op_type, list(n.input)) for n in b.graph.node]
+    assert [x.ByteSize() for x in a.graph.initializer] == [x.ByteSize() for x in b.graph.initializer]
+    assert near["plan"].ideal_bytes() == pytest.approx(plan.ideal_bytes())
+    assert any(x.raw_data != y.raw_data for x, y in zip(a.graph.initializer, b.graph.initializer))
+    # --plan replay with the same calibration data gives the same integers
+    again = convert(fp32, tmp_path / "again.onnx", plan=QuantPlan.load(tmp_path / "plan.json"), calibrate=_calibrate(stsb))
+    c = onnx.load(str(tmp_path / "again.onnx"))
+    assert [x.SerializeToString() for x in c.graph.initializer] == [x.SerializeToString() for x in b.graph.initializer]
+    assert again["plan"].rounding["tokens"] == plan.rounding["tokens"]
+
+
+def test_gptq_bad_input(stsb, tmp_path):
+    from bert2onnxq.convert import convert
+    from bert2onnxq.errors import BadInput
+    from bert2onnxq.methods import convert_options
+    from bert2onnxq.plan import QuantPlan
+
+    fp32 = str(stsb["fp32"])
+    with pytest.raises(BadInput, match="--rounding gptq needs calibration samples"):
+        convert(fp32, tmp_path / "a.onnx", convert_options(bits=3, rounding="gptq"))
+    with pytest.raises(BadInput, match="no weight to round"):
+        convert(fp32, tmp_path / "b.onnx", convert_options(bits=3, rounding="gptq", skip=("encoder",)),
+                calibrate=_calibrate(stsb))
+    with pytest.raises(BadInput, match="unknown rounding"):
+        convert(fp32, tmp_path / "c.onnx", convert_options(rounding="best"))
+    convert(fp32, tmp_path / "d.onnx", convert_options(bits=3, rounding="gptq"), calibrate=_calibrate(stsb),
+            plan_out=tmp_path / "plan.json")
+    with pytest.raises(BadInput, match="needs calibration samples"):  # replay needs the data again
+        convert(fp32, tmp_path / "e.onnx", plan=QuantPlan.load(tmp_path / "plan.json"))
+    assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "e.onnx").exists()
+
+
+def test_cli_rounding_gptq(stsb, tmp_path):
+    from conftest import assert_one_line_error, run_cli
+
+    out = tmp_path / "g.onnx"
+    proc = run_cli("convert", "--model", str(stsb["fp32"]), "--bits", "3", "--rounding", "gptq", "--task", "stsb",
+                   "--data-dir", str(stsb["glue"]), "--calib-samples", "32", "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert "gptq rounding" in plan["plan_summary"]
+    assert_one_line_error(run_cli("convert", "--model", str(stsb["fp32"]), "--bits", "3", "--rounding", "gptq",
+                                  "-o", str(tmp_path / "x.onnx")), "needs calibration samples")
