@@ -66,11 +66,13 @@ def calibration(shared: Path, task: str) -> dict:
     return ({"calib_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"})
 
 
-def ours_rows(bits: list[int], qbert: bool) -> list[dict]:
+def ours_rows(bits: list[int], qbert: bool, methods: tuple[str, ...] = ("lq", "aciq", "ocs")) -> list[dict]:
     rows = []
     for b in bits:
         for gran in ("channel", "group"):
             for label, kw in OURS:
+                if kw["method"] not in methods:
+                    continue
                 for rounding in ("nearest", "gptq"):
                     opts = {**kw, "bits": b, "granularity": gran, "rounding": rounding}
                     if gran == "group":
@@ -177,7 +179,7 @@ def _count(path: Path, op: str) -> int:
 
 
 def bench_model(name: str, shared: Path, work_root: Path, bits: list[int], ort: bool, qbert: bool,
-                squad_limit: int | None) -> dict:
+                squad_limit: int | None, methods: tuple[str, ...]) -> dict:
     task = MODELS[name]
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
     limit = squad_limit if task == "squad" else None
@@ -191,7 +193,7 @@ def bench_model(name: str, shared: Path, work_root: Path, bits: list[int], ort: 
     entry = {"model": name, "task": task, "rows": [], "squad_limit": limit, "calibration_samples": CALIB_SAMPLES,
              "calibration_data": str(next(iter(calib.values())))}
     start = time.perf_counter()
-    rows = ours_rows(bits, qbert) + (ort_rows(bits) if ort else [])
+    rows = ours_rows(bits, qbert, methods) + (ort_rows(bits) if ort else [])
     feeds = calibration_feeds(fp32, task, calib) if ort else []
     with reference_cache(fp32, True):
         ref, _ = run_validate(fp32, task, None, data, limit)
@@ -311,6 +313,7 @@ def markdown(report: dict) -> str:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--models", default=",".join(MODELS), show_default=True, callback=model_list)
 @click.option("--bits", default="4,3,2", show_default=True, help="Weight bit widths (ORT rows at 4 and 2).")
+@click.option("--methods", default="lq,aciq,ocs", show_default=True, help="Our uniform methods (rows).")
 @click.option("--ort/--no-ort", default=True, show_default=True, help="ORT MatMulNBitsQuantizer rows.")
 @click.option("--qbert/--no-qbert", default=True, show_default=True, help="Q-BERT avg 3 rows (committed Hessian).")
 @click.option("--squad-limit", type=click.IntRange(1), default=None, help="Only the first N SQuAD questions.")
@@ -320,7 +323,7 @@ def markdown(report: dict) -> str:
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--append", is_flag=True, help="Merge into an existing --json file (other models kept).")
-def main(models, bits, ort, qbert, squad_limit, shared, work_dir, json_path, md_path, append):
+def main(models, bits, methods, ort, qbert, squad_limit, shared, work_dir, json_path, md_path, append):
     """Nearest vs GPTQ rounding for every method, beside ORT's MatMulNBitsQuantizer algorithms."""
     import logging
 
@@ -336,7 +339,8 @@ def main(models, bits, ort, qbert, squad_limit, shared, work_dir, json_path, md_
     start = time.perf_counter()
     for name in models:
         err.print(f"[bold]{name}[/]")
-        entry = bench_model(name, shared, work_dir, bit_list, ort, qbert, squad_limit)
+        entry = bench_model(name, shared, work_dir, bit_list, ort, qbert, squad_limit,
+                            tuple(m.strip() for m in methods.split(",") if m.strip()))
         report["models"][name] = entry
         header, cells = table(entry)
         out.print(console_table(title(entry), header, cells, left=4))
