@@ -7,13 +7,14 @@ MatMulNBitsQuantizer with each algorithm it offers, on the same FP32 export and 
 
 Rows (per model, every --bits among 4, 3, 2):
   * ours, per-channel and group-32: LQ, ACIQ (Laplace), OCS (r = 0.02) + ACIQ, each with
-    `--rounding nearest` and `--rounding gptq` (128 train samples of the task; SQuAD: dev-v1.1-train36);
+    `--rounding nearest` and `--rounding gptq` (the default calibration: the first 128 train examples of
+    the task, extended to 8 tokens per input of the widest weight, 12,288 on MiniLM; SQuAD: dev-v1.1-train36);
     8-bit dynamic activations, int8 embeddings; the grid default (asymmetric at 2-4 bits).
   * ours, Q-BERT avg 3 (2/3/4 bits by layer, neuron groups, ACIQ), nearest and gptq, from the Hessian
     recorded in benchmarks/results/qbert_table.json (so the bits are the committed table's).
   * ORT MatMulNBitsQuantizer, block 32, weight-only (FP32 activations and embeddings): DEFAULT
-    (ORT's own RTN), RTN and GPTQ (ORT's bundled Intel Neural Compressor code; GPTQ on the same 128
-    calibration samples, one per batch), HQQ and k-quant, at each bit width the algorithm accepts.
+    (ORT's own RTN), RTN and GPTQ (ORT's bundled Intel Neural Compressor code; GPTQ on the same
+    calibration features, one per batch), HQQ and k-quant, at each bit width the algorithm accepts.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ def convert_ours(row: dict, fp32: Path, path: Path, task: str, calib: dict, hess
     from bert2onnxq.methods import convert_options, qbert_convert_options
     from bert2onnxq.methods.qbert import QBertOptions
 
-    def calibrate(fp32_path, names, samples=None, moments=False):
+    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0):
         return observe_activations(fp32_path, names, task, samples=samples or CALIB_SAMPLES, moments=moments,
+                                   min_tokens=min_tokens,
                                    data_dir=calib.get("data_dir"), data_file=calib.get("calib_file"))
 
     if row["kind"] == "qbert":
@@ -116,6 +118,8 @@ def convert_ours(row: dict, fp32: Path, path: Path, task: str, calib: dict, hess
     plan = result["plan"]
     errs = [(t.stats["out_err_nearest"], t.stats["out_err"]) for t in plan.weights if "out_err" in t.stats]
     info = {"bytes": result["bytes"], "plan_summary": plan.summary()}
+    if plan.rounding.get("tokens"):
+        info["calibration_tokens"] = plan.rounding["tokens"]
     if errs:
         info["out_err_nearest"] = float(np.mean([e[0] for e in errs]))
         info["out_err_gptq"] = float(np.mean([e[1] for e in errs]))
@@ -142,16 +146,21 @@ class _Reader:
 
 
 def calibration_feeds(fp32: Path, task_name: str, calib: dict) -> list[dict]:
-    from bert2onnxq.onnx_io import load_tokenizer, model_metadata
+    """The features our GPTQ calibrates on (the same rule: 128 samples, extended to 8 tokens per input of
+    the widest weight), one per batch, for ORT's GPTQ."""
+    from bert2onnxq.analyse.activations import _calibration_features
+    from bert2onnxq.graph.locate import check_quantizable
+    from bert2onnxq.methods.common import TOKENS_PER_INPUT
+    from bert2onnxq.onnx_io import load_ir, load_tokenizer, model_metadata
     from bert2onnxq.tasks import get_task
 
     task = get_task(task_name)
     tokenizer = load_tokenizer(fp32, model_metadata(fp32))
-    examples = task.load_examples(data_dir=calib.get("data_dir"), data_file=calib.get("calib_file"), split="train",
-                                  limit=CALIB_SAMPLES)
-    encoded = task.encode(examples, tokenizer, max_length=task.default_max_length)
+    widest = max(s.shape[0] for s in check_quantizable(load_ir(fp32)))
+    features = _calibration_features(task, tokenizer, CALIB_SAMPLES, TOKENS_PER_INPUT * widest,
+                                     calib.get("data_dir"), calib.get("calib_file"))
     return [{k: np.asarray(v, dtype=np.int64)[None] for k, v in f.items()
-             if k in ("input_ids", "attention_mask", "token_type_ids")} for f in encoded.features[:CALIB_SAMPLES]]
+             if k in ("input_ids", "attention_mask", "token_type_ids")} for f in features]
 
 
 def convert_ort(row: dict, fp32: Path, path: Path, feeds: list[dict]) -> dict:
@@ -288,8 +297,9 @@ def table(entry: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def title(entry: dict) -> str:
-    return (f"{entry['model']} ({entry['task']}, {entry['examples']} dev examples; calibration "
-            f"{entry['calibration_samples']} train samples of {entry['calibration_data']})")
+    tokens = next((r.get("calibration_tokens") for r in entry["rows"] if r.get("calibration_tokens")), None)
+    return (f"{entry['model']} ({entry['task']}, {entry['examples']} dev examples; GPTQ calibration: "
+            f"{tokens or '?'} tokens from the train data in {Path(entry['calibration_data']).name})")
 
 
 def markdown(report: dict) -> str:
@@ -300,8 +310,9 @@ def markdown(report: dict) -> str:
              f"{' (with uncommitted package changes)' if meta.get('package_uncommitted_changes') else ''}.", "",
              "Command: `" + report.get("command", "") + "`", "",
              "Ours: 8-bit dynamic activations, int8 embeddings, asymmetric weight grid at 2-4 bits; group = group-32 "
-             "(ORT MatMulNBits at run time); OCS r = 0.02 with ACIQ clipping; `gptq` = `--rounding gptq` on 128 train "
-             "samples (damp 0.01, act order, block 128), on the same grid as `nearest`. ORT rows: MatMulNBitsQuantizer, "
+             "(ORT MatMulNBits at run time); OCS r = 0.02 with ACIQ clipping; `gptq` = `--rounding gptq` with its defaults "
+             "(the first 128 train examples, extended to 8 tokens per input channel of the widest weight; damp 0.01, "
+             "act order, block 128), on the same grid as `nearest`; ORT GPTQ gets the same features. ORT rows: MatMulNBitsQuantizer, "
              "block 32, symmetric, weight-only (FP32 activations and embeddings). `out err`: mean over the weights of "
              "||X(W - Ŵ)||² / ||XW||² on the calibration inputs. Every number is against the same model's FP32 export.", ""]
     for name, entry in report["models"].items():

@@ -89,6 +89,9 @@ def inspect_model(path: Path, runtime: bool = True, device: str = "cpu", config:
                "group_size": t.group_size if t else _block_size(dq.get(f"{base}_dequantized")),
                "ocs_splits": len(t.ocs_channels) if t else 0, "ocs_form": (t.ocs_form or None) if t and t.ocs_channels else None,
                "kernel": (t.kernel or None) if t else None,
+               "rounding": (plan.rounding.get("method", "nearest") if t.layer is not None else "nearest") if t else None,
+               "out_err_nearest": t.stats.get("out_err_nearest") if t else None,
+               "out_err": t.stats.get("out_err") if t else None,
                "bytes": sum(_nbytes(i) for i in members)}
         row["ideal_bytes"] = t.ideal_bytes() if t else row["bytes"]
         rows.append(row)
@@ -100,7 +103,8 @@ def inspect_model(path: Path, runtime: bool = True, device: str = "cpu", config:
     if plan:
         result["plan"] = {"method": plan.method, "target": plan.target, "activations": {
             k: v for k, v in vars(plan.activations).items() if k != "ranges"}, "skip": plan.skip,
-            "ocs": plan.ocs_overhead(), "kernels": dict(Counter(t.kernel or "(default)" for t in plan.weights))}
+            "ocs": plan.ocs_overhead(), "kernels": dict(Counter(t.kernel or "(default)" for t in plan.weights)),
+            "rounding": plan.rounding or {"method": "nearest"}}
     if runtime:
         result["runtime"] = runtime_graph(path, device, config)
     return result

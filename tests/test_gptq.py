@@ -108,8 +108,9 @@ def stsb(tiny_onnx, tmp_path_factory) -> dict:
 def _calibrate(stsb):
     from bert2onnxq.analyse.activations import observe_activations
 
-    def calibrate(path, names, samples=None, moments=False):
-        return observe_activations(path, names, "stsb", samples=samples or 64, data_dir=stsb["glue"], moments=moments)
+    def calibrate(path, names, samples=None, moments=False, min_tokens=0):
+        return observe_activations(path, names, "stsb", samples=samples or 64, data_dir=stsb["glue"], moments=moments,
+                                   min_tokens=min_tokens)
     return calibrate
 
 
@@ -178,3 +179,10 @@ def test_cli_rounding_gptq(stsb, tmp_path):
     assert "gptq rounding" in plan["plan_summary"]
     assert_one_line_error(run_cli("convert", "--model", str(stsb["fp32"]), "--bits", "3", "--rounding", "gptq",
                                   "-o", str(tmp_path / "x.onnx")), "needs calibration samples")
+    proc = run_cli("inspect", str(out), "--no-runtime", "--json")
+    r = json.loads(proc.stdout)
+    assert r["plan"]["rounding"]["method"] == "gptq" and r["plan"]["rounding"]["samples"] == 32
+    encoder = [w for w in r["weights"] if w["layer"] is not None]
+    assert encoder and all(w["rounding"] == "gptq" and w["out_err"] < w["out_err_nearest"] for w in encoder)
+    text = run_cli("inspect", str(out), "--no-runtime").stdout
+    assert "rounding gptq: 32 calibration samples" in text and "->" in text

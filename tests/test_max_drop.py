@@ -88,6 +88,27 @@ def test_convert_max_drop_end_to_end(stsb, tmp_path):
     assert plan["method"] in ("lq", "aciq")
 
 
+def test_max_drop_searches_rounding(stsb, tmp_path):
+    """--search-rounding nearest,gptq: each uniform plan is tried with both roundings (nearest first at the
+    same size); a chosen gptq plan is written with GPTQ's integers."""
+    out = tmp_path / "r" / "model.onnx"
+    proc = run_cli("convert", "--model", str(stsb["fp32"]), "--max-drop", "3", "--task", "stsb", "--data-dir",
+                   str(stsb["glue"]), "--search-methods", "lq", "--search-bits", "8,4", "--search-granularity", "channel",
+                   "--search-rounding", "nearest,gptq", "--search-samples", "100", "--no-mixed", "--no-latency",
+                   "--json", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    labels = [s["label"] for s in record["steps"]]
+    assert labels[:2] == ["LQ per-channel W4", "LQ per-channel rounding=gptq W4"], labels
+    assert record["steps"][0]["metric"] != record["steps"][1]["metric"]  # two different files were scored
+    plan = json.loads(Path(record["files"]["plan"]).read_text())
+    assert (plan["rounding"].get("method") == "gptq") == ("gptq" in record["chosen"]["label"])
+    base = ["convert", "--model", str(stsb["fp32"]), "-o", str(tmp_path / "x.onnx"), "--max-drop", "1", "--task", "stsb",
+            "--data-dir", str(stsb["glue"])]
+    assert_one_line_error(run_cli(*base, "--rounding", "gptq"), "--search-rounding")
+    assert_one_line_error(run_cli(*base, "--search-rounding", "best"), "unknown rounding")
+
+
 def test_convert_max_drop_bad_input(stsb, tmp_path):
     out = tmp_path / "m.onnx"
     base = ["convert", "--model", str(stsb["fp32"]), "-o", str(out)]

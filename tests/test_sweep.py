@@ -226,6 +226,21 @@ def test_cells_that_calibrate_activations(stsb, tmp_path):
     assert plan["activations"]["mode"] == "static" and plan["activations"]["splits"] and plan["activations"]["ranges"]
 
 
+def test_gptq_cells(stsb, tmp_path):
+    """--set rounding=gptq: every cell rounds with GPTQ on the task's train inputs; its id differs from nearest's."""
+    from bert2onnxq.sweep import Cell, Grid, make_cells, run_sweep
+
+    grid = Grid(extra=(("rounding", "gptq"),))
+    (cell,) = make_cells(["lq"], [3], grid)
+    assert cell.id != Cell.of({"method": "lq", "bits": 3}).id and "rounding=gptq" in cell.variant
+    result = run_sweep(str(stsb["fp32"]), tmp_path / "g", "stsb", ["lq"], [3], grid, data_dir=stsb["glue"],
+                       latency=False, threads=1)
+    assert not result["failed"] and result["ran"] == [cell.id]
+    plan = json.loads((tmp_path / "g" / "models" / cell.id / "plan.json").read_text())
+    assert plan["rounding"]["method"] == "gptq" and all(t["stats"]["out_err"] < t["stats"]["out_err_nearest"]
+                                                        for t in plan["weights"])
+
+
 def test_qbert_cells_share_one_hessian(stsb, tmp_path):
     """Q-BERT in a sweep: the Hessian is computed once (qbert-hessian.json) and each cell allocates bits
     around its column from it; a re-run reuses both."""

@@ -78,10 +78,12 @@ def observe_activations(
     batch_size: int = 16,
     seed: int = 0,
     moments: bool = False,
+    min_tokens: int = 0,
     progress=None,
 ) -> dict[str, ChannelObserver]:
-    """Run the FP32 model on `samples` train examples of `task_name` and observe the named activations
-    (with `moments`, also their second moment X^T X); `progress(label, total)` shows the batches."""
+    """Run the FP32 model on the first `samples` train examples of `task_name` (more, in order, until
+    they hold `min_tokens` tokens) and observe the named activations (with `moments`, also their
+    second moment X^T X); `progress(label, total)` shows the batches."""
     import onnx
 
     task = get_task(task_name)
@@ -91,17 +93,16 @@ def observe_activations(
         if name not in known:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     tokenizer = load_tokenizer(Path(fp32_path), model_metadata(Path(fp32_path)))
-    examples = task.load_examples(data_dir=data_dir, data_file=data_file, split="train", limit=samples)
-    encoded = task.encode(examples, tokenizer, max_length=task.default_max_length)
+    features = _calibration_features(task, tokenizer, samples, min_tokens, data_dir, data_file)
     tmp = Path(fp32_path).with_name(f".{Path(fp32_path).stem}.calibration.onnx")
     try:
         onnx.save(model, str(tmp))
         runner = make_runner(tmp)
         observers = {name: ChannelObserver(np.random.default_rng(seed), moments) for name in names}
-        starts = range(0, len(encoded.features), batch_size)
+        starts = range(0, len(features), batch_size)
         tick = progress(f"calibration batches ({task.name} train)", len(starts)) if progress else None
         for start in starts:
-            batch = encoded.features[start:start + batch_size]
+            batch = features[start:start + batch_size]
             outputs = runner.run_features(batch, batch_size, tokenizer.pad_token_id or 0)
             for name in names:  # cut padded positions: they are not real activations
                 rows = [row[: len(feature["input_ids"])] if row.ndim >= 2 else row
@@ -115,6 +116,22 @@ def observe_activations(
     finally:
         tmp.unlink(missing_ok=True)
     return observers
+
+
+def _calibration_features(task, tokenizer, samples: int, min_tokens: int, data_dir, data_file) -> list[dict]:
+    """Features of the first `samples` train examples, extended (in file order) to `min_tokens` tokens."""
+    limit = samples
+    while True:
+        examples = task.load_examples(data_dir=data_dir, data_file=data_file, split="train", limit=limit)
+        features = task.encode(examples, tokenizer, max_length=task.default_max_length).features
+        tokens = np.cumsum([len(f["input_ids"]) for f in features])
+        if not min_tokens or (len(tokens) and tokens[-1] >= min_tokens) or len(examples) < limit:
+            break
+        limit *= 4
+    if min_tokens and len(tokens) and tokens[-1] >= min_tokens:
+        base = len(task.encode(examples[:samples], tokenizer, max_length=task.default_max_length).features)
+        features = features[:max(base, int(np.searchsorted(tokens, min_tokens)) + 1)]
+    return features
 
 
 def activation_ranges(fp32_path: Path, names: list[str], task_name: str, *, method: str = "minmax",
@@ -165,7 +182,8 @@ def input_moments(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, 
         raise BadInput("--rounding gptq needs calibration samples to measure each layer's inputs: pass --task "
                        "(and --data-dir or --calib-file); a plan that rounds with GPTQ needs them to replay too")
     readers = activation_readers(model, plan)
-    observers = calibrate(fp32_path, sorted(readers), samples=rounding.get("samples"), moments=True)
+    observers = calibrate(fp32_path, sorted(readers), samples=rounding.get("samples"), moments=True,
+                          min_tokens=rounding.get("min_tokens", 0))
     rounding["tokens"] = int(next(iter(observers.values())).tokens)
     return {x: observers[x].moment for x in readers}
 

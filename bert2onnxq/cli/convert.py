@@ -138,6 +138,9 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
                  help="gptq: input rows per lazy batch update (speed only)."),
     cloup.option("--gptq-act-order/--no-gptq-act-order", default=True, show_default=True,
                  help="gptq: round the most active input channels first."),
+    cloup.option("--gptq-tokens", type=click.IntRange(0), default=0, show_default=True,
+                 help="gptq: calibrate on the first --calib-samples train examples, and more until they hold this "
+                      "many tokens (0: 8 per input channel of the widest weight, e.g. 12,288 for MiniLM's 1,536)."),
 )
 @cloup.option_group(
     "Accuracy-targeted search (--max-drop)",
@@ -156,6 +159,8 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
                  help="With --search-data train: examples in the seeded sample."),
     cloup.option("--search-file", type=click.Path(path_type=Path),
                  help="A labelled file held out from training to search on (GLUE TSV or SQuAD JSON)."),
+    cloup.option("--search-rounding", default="nearest", show_default=True,
+                 help="Roundings to search (nearest, gptq or nearest,gptq; gptq calibrates on --task train samples)."),
     cloup.option("--mixed/--no-mixed", default=True, show_default=True,
                  help="After the best uniform plan, lower layers one by one (mixed precision)."),
     cloup.option("--latency/--no-latency", default=True, show_default=True, help="Time the result against FP32 for the card."),
@@ -198,17 +203,7 @@ def convert(**p):
         return _max_drop(p, flat_from_cli(p, method=None))
     options = convert_options(method=p["method"], **flat_from_cli(p, p["method"]))
     plan = QuantPlan.load(p["plan_in"]) if p["plan_in"] else None
-    task, calib_samples = p["task"], p["calib_samples"]
-    calibrate = None
-    if task:
-        from ..analyse.activations import observe_activations
-
-        def calibrate(fp32_path, names, samples=None, moments=False):
-            n = samples or calib_samples
-            what = "inputs (X^T X) of" if moments else ""
-            with err.status(f"calibrating {what} {len(names)} activations on {n} {task} train samples ..."):
-                return observe_activations(fp32_path, names, task, samples=n, data_dir=p["data_dir"],
-                                           data_file=p["calib_file"], moments=moments)
+    calibrate = _calibrator(p)
     source, output, plan_out = p["source"], p["output"], p["plan_out"]
     gptq = (plan.rounding if plan else {}).get("method") == "gptq" or (plan is None and options.rounding == "gptq")
     if (options.method == "qbert" and plan is None) or gptq:  # the Hessian and GPTQ show their own progress bars
@@ -233,6 +228,23 @@ def convert(**p):
               f"{summary['ideal_bytes'] / 2**20:.2f} MiB (bits x params / 8 + scales + FP32 rest), "
               f"{summary['size_vs_container_ideal']:.3f}x at container bits")
     out.print(f"model card: {summary['card']}")
+
+
+def _calibrator(p: dict):
+    """convert's calibration callback on --task train samples (None without --task)."""
+    task, calib_samples = p["task"], p["calib_samples"]
+    if not task:
+        return None
+    from ..analyse.activations import observe_activations
+
+    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0):
+        n = samples or calib_samples
+        what = "inputs (X^T X) of " if moments else ""
+        tokens = f" (at least {min_tokens} tokens)" if min_tokens else ""
+        with err.status(f"calibrating {what}{len(names)} activations on {n} {task} train samples{tokens} ..."):
+            return observe_activations(fp32_path, names, task, samples=n, data_dir=p["data_dir"],
+                                       data_file=p["calib_file"], moments=moments, min_tokens=min_tokens)
+    return calibrate
 
 
 def flat_from_cli(p: dict, method: str | None) -> dict:
@@ -308,10 +320,10 @@ def _max_drop(p: dict, flat: dict):
     from .sweep import _csv, _ints
 
     ctx = click.get_current_context()
-    for name in ("method", "bits", "granularity"):
+    for name in ("method", "bits", "granularity", "rounding"):
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-            raise BadInput(f"--max-drop searches over methods, bits and granularity itself: use --search-methods, "
-                           f"--search-bits, --search-granularity instead of --{name}")
+            raise BadInput(f"--max-drop searches over methods, bits, granularity and rounding itself: use "
+                           f"--search-methods, --search-bits, --search-granularity, --search-rounding instead of --{name}")
     if p["plan_in"]:
         raise BadInput("--max-drop chooses the plan: drop --plan (or drop --max-drop to re-apply a plan)")
     if not p["task"]:
@@ -319,7 +331,7 @@ def _max_drop(p: dict, flat: dict):
     if flat["act_calib"] == "static":
         raise BadInput("--max-drop does not support --act-calib static yet: use dynamic activations")
     base = {k: v for k, v in canonical({"method": "lq", "bits": 8, **flat}).items()
-            if k not in ("method", "bits", "granularity", "group_size", "ocs_ratio")}
+            if k not in ("method", "bits", "granularity", "group_size", "ocs_ratio", "rounding")}
     grid = Grid(granularities=tuple(_csv(p["search_granularity"])), group_size=p["group_size"],
                 ocs_ratios=(p["ocs_ratio"],))
     as_json = p["as_json"]
@@ -339,7 +351,8 @@ def _max_drop(p: dict, flat: dict):
                               data_dir=p["data_dir"], data_file=p["dev_file"], search_data=p["search_data"],
                               search_file=p["search_file"], search_samples=p["search_samples"],
                               mixed_precision=p["mixed"], plan_out=p["plan_out"], latency=p["latency"],
-                              command="bert2onnxq convert " + " ".join(sys.argv[2:]), log=log)
+                              command="bert2onnxq convert " + " ".join(sys.argv[2:]),
+                              roundings=tuple(_csv(p["search_rounding"])), calibrate=_calibrator(p), log=log)
     if as_json:
         click.echo(json.dumps(record, indent=2))
         return

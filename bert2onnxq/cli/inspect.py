@@ -57,16 +57,26 @@ def print_inspection(r: dict) -> None:
         out.print(f"  target {p['target']}; kernels {p['kernels']}; activations {p['activations']['bits'] or 'fp32'} "
                   f"{p['activations']['mode']}" + (f"; OCS +{p['ocs']['channels_added']} channels, "
                                                    f"{p['ocs']['folded_tensors']} folded" if p["ocs"]["channels_added"] else ""))
+        rounding = p.get("rounding", {})
+        if rounding.get("method", "nearest") != "nearest":
+            out.print(f"  rounding {rounding['method']}: {rounding.get('samples')} calibration samples "
+                      f"({rounding.get('tokens')} tokens), damp {rounding.get('damp')}, block {rounding.get('block')}, "
+                      f"act order {rounding.get('act_order')}; out err = ||X(W - Q)||^2 / ||XW||^2, nearest -> {rounding['method']}")
     else:
         out.print("plan: none in the metadata (not written by bert2onnxq convert)")
+    errors = any(w.get("out_err") is not None for w in r["weights"])
     table = Table(title="weights", title_justify="left")
-    for col in ("layer", "role", "bits", "container", "granularity", "group", "OCS splits", "kernel", "KiB", "vs ideal"):
-        table.add_column(col, justify="right" if col in ("layer", "bits", "group", "OCS splits", "KiB", "vs ideal") else "left")
+    columns = ["layer", "role", "bits", "container", "granularity", "group", "OCS splits", "kernel", "KiB", "vs ideal"]
+    for col in columns + (["out err"] if errors else []):
+        table.add_column(col, justify="left" if col in ("role", "container", "granularity", "kernel") else "right")
     for w in r["weights"]:
         ocs = f"{w['ocs_splits']} ({w['ocs_form']})" if w["ocs_splits"] else "-"
-        table.add_row("emb" if w["layer"] is None else str(w["layer"]), w["role"] or w["name"], str(w["bits"]),
-                      w["container"], w["granularity"], str(w["group_size"] or "-"), ocs, w["kernel"] or "-",
-                      f"{w['bytes'] / 1024:.0f}", f"{w['bytes'] / w['ideal_bytes']:.3f}" if w["ideal_bytes"] else "-")
+        cells = ["emb" if w["layer"] is None else str(w["layer"]), w["role"] or w["name"], str(w["bits"]),
+                 w["container"], w["granularity"], str(w["group_size"] or "-"), ocs, w["kernel"] or "-",
+                 f"{w['bytes'] / 1024:.0f}", f"{w['bytes'] / w['ideal_bytes']:.3f}" if w["ideal_bytes"] else "-"]
+        if errors:
+            cells.append(f"{w['out_err_nearest']:.4f} -> {w['out_err']:.4f}" if w.get("out_err") is not None else "-")
+        table.add_row(*cells)
     out.print(table)
     s = r["sizes"]
     sizes = Table(title="size", title_justify="left")

@@ -19,6 +19,9 @@ from ..plan import TARGETS, ActivationPlan, QuantPlan, TensorPlan, default_kerne
 
 GROUP_KERNELS = ("matmulnbits", "int8")
 ROUNDINGS = ("nearest", "gptq")
+# GPTQ's H = X^T X of a K-input MatMul needs many more tokens than K to be well estimated: 128 SST-2
+# sentences (1,790 tokens) for K = 1,536 made 4-bit ACIQ worse than nearest (docs/rounding.md)
+TOKENS_PER_INPUT = 8
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class ConvertOptions:
     gptq_damp: float = 0.01  # gptq: added to diag(H), as a fraction of its mean
     gptq_block: int = 128  # gptq: rows per lazy batch update
     gptq_act_order: bool = True  # gptq: round the most active input channels first
+    gptq_tokens: int = 0  # gptq: calibrate on at least this many tokens (0: TOKENS_PER_INPUT x the widest input)
 
     @property
     def method(self) -> str:
@@ -75,8 +79,9 @@ class ConvertOptions:
                            "--target cpu and --act-bits 8")
         if self.rounding not in ROUNDINGS:
             raise BadInput(f"unknown rounding '{self.rounding}': choose {' or '.join(ROUNDINGS)}")
-        if self.gptq_damp < 0 or self.gptq_block < 1:
-            raise BadInput(f"--gptq-damp {self.gptq_damp} must be >= 0 and --gptq-block {self.gptq_block} >= 1")
+        if self.gptq_damp < 0 or self.gptq_block < 1 or self.gptq_tokens < 0:
+            raise BadInput(f"--gptq-damp {self.gptq_damp} and --gptq-tokens {self.gptq_tokens} must be >= 0, "
+                           f"--gptq-block {self.gptq_block} >= 1")
         if self.method_options is not None:
             self.method_options.check(self)
 
@@ -133,8 +138,10 @@ def base_plan(model: ir.Model, sites: list[WeightSite], options: ConvertOptions,
                           samples=options.calib_samples if static else None, ocs_ratio=act_ocs_ratio)
     plan = QuantPlan(method, weights, embeddings, acts, list(options.skip), source_info(model), options.target)
     if options.rounding == "gptq":
+        widest = max((t.shape[0] for t in weights), default=0)
         plan.rounding = {"method": "gptq", "damp": options.gptq_damp, "block": options.gptq_block,
-                         "act_order": options.gptq_act_order, "samples": options.calib_samples}
+                         "act_order": options.gptq_act_order, "samples": options.calib_samples,
+                         "min_tokens": options.gptq_tokens or TOKENS_PER_INPUT * widest}
     return plan
 
 

@@ -101,16 +101,18 @@ def estimate_bytes(plan: QuantPlan, fp32_rest: int) -> float:
 
 
 def uniform_candidates(model, sites, fp32_rest: int, methods: list[str], bits: list[int], grid: Grid,
-                       base: dict) -> list[Candidate]:
-    """The sweep registry's cells as candidates, ordered by implied size (ties: more bits first)."""
+                       base: dict, roundings: tuple[str, ...] = ("nearest",)) -> list[Candidate]:
+    """The sweep registry's cells (x each rounding) as candidates, ordered by implied size (ties: more
+    bits first, nearest before gptq)."""
     out = []
     for m in methods:
         for b in bits:
             for kw in REGISTRY[m].sweep_cells(b, grid):
-                kw = for_method({**base, **kw}, m)
-                cell = Cell.of(kw)
-                plan = decide_uniform(model, sites, cell.convert_options())
-                out.append(Candidate(f"{cell.variant} W{b}", "uniform", plan, cell.options, estimate_bytes(plan, fp32_rest), b))
+                for rounding in roundings:
+                    cell = Cell.of(for_method({**base, **kw, "rounding": rounding}, m))
+                    plan = decide_uniform(model, sites, cell.convert_options())
+                    out.append(Candidate(f"{cell.variant} W{b}", "uniform", plan, cell.options,
+                                         estimate_bytes(plan, fp32_rest), b))
     return sorted(out, key=lambda c: (c.estimate, -c.bits, c.label))
 
 
@@ -170,6 +172,7 @@ def search(
     primary: str,
     mixed_precision: bool = True,
     layer_score: str = "weight-noise",
+    roundings: tuple[str, ...] = ("nearest",),
     log: Callable[[Step], None] | None = None,
 ) -> SearchResult:
     """Find the smallest passing candidate. `evaluate(candidate) -> (file bytes, metrics)` converts
@@ -193,7 +196,7 @@ def search(
         log(step)
         return step.passed
 
-    candidates = uniform_candidates(model, sites, 0, methods, bits, grid, base or {})
+    candidates = uniform_candidates(model, sites, 0, methods, bits, grid, base or {}, roundings)
     emb = {t.name for c in candidates for t in c.plan.embeddings}
     fp32_rest = sum(v.const_value.nbytes for n, v in model.graph.initializers.items() if n not in planned | emb)
     for c in candidates:

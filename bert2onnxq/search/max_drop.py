@@ -51,10 +51,13 @@ def convert_max_drop(
     threads: int = 0,
     latency: bool = True,
     command: str = "",
+    roundings: tuple[str, ...] = ("nearest",),
+    calibrate=None,
     log: Callable[[str, object], None] | None = None,
 ) -> dict:
     """Search, write the chosen file (atomically) with `<stem>.plan.json`, `<stem>.search.json` and the
-    model card `<stem>.md`; validate it on the full dev data for the report."""
+    model card `<stem>.md`; validate it on the full dev data for the report. `roundings` adds a search
+    dimension; gptq candidates calibrate with `calibrate` (convert's callback)."""
     from ..convert import convert
     from ..latency import latency_ratio
     from ..onnx_io import check_writable, file_bytes
@@ -70,6 +73,11 @@ def convert_max_drop(
     if max_drop < 0:
         raise BadInput(f"--max-drop {max_drop} must be >= 0 (points of the task's primary metric)")
     methods, bits = check_methods(methods), check_bits(bits)
+    for r in roundings:
+        if r not in ("nearest", "gptq"):
+            raise BadInput(f"unknown rounding '{r}' in --search-rounding: choose nearest, gptq or both")
+    if "gptq" in roundings and calibrate is None:
+        raise BadInput("--search-rounding gptq needs calibration samples: pass --task with its train data")
     if "qbert" in methods:
         raise BadInput("--max-drop searches lq, aciq and ocs plans (its mixed-precision stage already lowers layers "
                        "one by one): for Q-BERT's Hessian allocation run convert --method qbert --avg-bits B")
@@ -95,7 +103,7 @@ def convert_max_drop(
 
         def evaluate(c: Candidate) -> tuple[int, dict]:
             path = work / f"c{next(counter)}" / "model.onnx"
-            summary = convert(str(fp32), path, plan=copy.deepcopy(c.plan))
+            summary = convert(str(fp32), path, plan=copy.deepcopy(c.plan), calibrate=calibrate)
             result = validate(path, task, reference=fp32, threads=threads, subset=subset, reference_cache=cache,
                               **search_where)
             size = summary["bytes"]
@@ -104,13 +112,13 @@ def convert_max_drop(
 
         result = search(fp32, max_drop=max_drop, evaluate=evaluate, methods=methods, bits=bits, grid=grid, base=base,
                         fp32_metric=fp32_search["model"]["metrics"][primary], primary=primary,
-                        mixed_precision=mixed_precision, log=lambda step: log("step", step))
+                        mixed_precision=mixed_precision, roundings=roundings, log=lambda step: log("step", step))
         if result.chosen is None:
             best = min(result.steps, key=lambda s: s.drop)
             raise BadInput(f"no candidate is within {max_drop:g} points of FP32 on the search data (the closest, "
                            f"{best.label}, drops {best.drop:.2f}): allow a larger --max-drop or add bit widths")
         chosen = result.chosen
-        summary = convert(str(fp32), output, plan=copy.deepcopy(chosen.plan))
+        summary = convert(str(fp32), output, plan=copy.deepcopy(chosen.plan), calibrate=calibrate)
         plan = summary["plan"]
         summary["fp32_bytes"] = file_bytes(fp32)
         # the report: the full dev data, never used by the search unless --search-data dev says so
@@ -120,7 +128,7 @@ def convert_max_drop(
         uniform_dev = None
         if chosen is not result.best_uniform:  # how much the mixed stage bought, on the report data too
             upath = work / "uniform" / "model.onnx"
-            usummary = convert(str(fp32), upath, plan=copy.deepcopy(result.best_uniform.plan))
+            usummary = convert(str(fp32), upath, plan=copy.deepcopy(result.best_uniform.plan), calibrate=calibrate)
             uval = validate(upath, task, reference=fp32, threads=threads, reference_cache=cache,
                             data_dir=data_dir, data_file=data_file)
             uniform_dev = {"bytes": usummary["bytes"], "metrics": uval["model"]["metrics"], "drop": uval["comparison"]["drop"]}
