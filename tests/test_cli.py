@@ -49,13 +49,15 @@ def test_validate_head_mismatch(tiny_onnx, tmp_path):
     assert_one_line_error(proc, "question-answering head")
 
 
-def test_cuda_without_gpu(tiny_onnx):
+def test_cuda_without_gpu(tiny_onnx, tmp_path):
     import onnxruntime as ort
+    from stsb_data import make_stsb
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA")
+    glue = make_stsb(tiny_onnx["regression"], tmp_path / "glue", dev=4, train=4)["glue"]  # no ../shared needed
     proc = run_cli("validate", str(tiny_onnx["regression"]), "--task", "stsb", "--device", "cuda",
-                   "--data-dir", str(GLUE_DIR), "--limit", "4")
+                   "--data-dir", str(glue), "--limit", "4")
     assert_one_line_error(proc, "CUDAExecutionProvider")
 
 
