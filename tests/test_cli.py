@@ -92,3 +92,22 @@ def test_convert_bad_plan_and_quantized_input(tiny_onnx, tmp_path):
     assert run_cli("convert", "--model", str(tiny_onnx["classification"]), "--bits", "4", "-o", str(q), "--json").returncode == 0
     assert_one_line_error(run_cli("convert", "--model", str(q), "-o", str(tmp_path / "b.onnx")), "already quantized")
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
+
+
+@pytest.mark.parametrize("args,needle", [(["--method", "lq", "--ocs-ratio", "0.05"], "--ocs-ratio applies to --method ocs"),
+                                         (["--method", "lq", "--clip", "aciq"], "--clip applies to --method ocs or qbert"),
+                                         (["--method", "aciq", "--avg-bits", "3"], "--avg-bits applies to --method qbert"),
+                                         (["--method", "ocs", "--hessian-from", "p.json"], "--hessian-from applies to"),
+                                         (["--method", "ocs", "--aciq-dist", "gauss"], None)])
+def test_convert_refuses_options_of_another_method(tiny_onnx, tmp_path, args, needle):
+    out = tmp_path / "o.onnx"
+    if "--hessian-from" in args:  # a real plan file, so that the error is about the method
+        (tmp_path / "p.json").write_text(json.dumps({"version": 1, "method": "qbert", "weights": [],
+                                                     "analysis": {"hessian": {"layers": []}}}))
+        args = [a if a != "p.json" else str(tmp_path / "p.json") for a in args]
+    proc = run_cli("convert", "--model", str(tiny_onnx["classification"]), *args, "-o", str(out))
+    if needle is None:  # OCS has ACIQ's prior of its own (used with --clip aciq)
+        assert proc.returncode == 0, proc.stderr
+        return
+    assert_one_line_error(proc, needle)
+    assert not out.exists()

@@ -38,7 +38,7 @@ def _ints(value: str, option: str) -> list[int]:
 @click.option("--group-size", type=click.IntRange(2), default=128, show_default=True, help="Inputs per scale for group rows.")
 @click.option("--ocs-ratio", default="0.02", show_default=True, help="Comma-separated OCS expand ratios (one OCS row each).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="A convert option for every cell, e.g. --set emb_bits=4 --set symmetric=false.")
+              help="A convert option for every cell that has it, e.g. --set emb_bits=4 --set rounding=gptq.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="GLUE folder (default $GLUE_DIR).")
 @click.option("--data-file", type=click.Path(path_type=Path), help="Dev file: SQuAD v1.1 JSON, or a GLUE TSV.")
 @click.option("--calib-file", type=click.Path(path_type=Path),
