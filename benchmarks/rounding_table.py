@@ -67,10 +67,14 @@ def calibration(shared: Path, task: str) -> dict:
     return ({"calib_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"})
 
 
-def ours_rows(bits: list[int], qbert: bool, methods: tuple[str, ...] = ("lq", "aciq", "ocs")) -> list[dict]:
+def ours_rows(bits: list[int], qbert: bool, methods: tuple[str, ...] = ("lq", "aciq", "ocs"),
+              cells: set | None = None) -> list[dict]:
+    """Our rows; `cells` {(bits, granularity)} keeps only those cells."""
     rows = []
     for b in bits:
         for gran in ("channel", "group"):
+            if cells is not None and (b, gran) not in cells:
+                continue
             for label, kw in OURS:
                 if kw["method"] not in methods:
                     continue
@@ -188,7 +192,8 @@ def _count(path: Path, op: str) -> int:
 
 
 def bench_model(name: str, shared: Path, work_root: Path, bits: list[int], ort: bool, qbert: bool,
-                squad_limit: int | None, methods: tuple[str, ...]) -> dict:
+                squad_limit: int | None, methods: tuple[str, ...], only_targets: bool = False,
+                ort_bits: list[int] | None = None) -> dict:
     task = MODELS[name]
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
     limit = squad_limit if task == "squad" else None
@@ -202,7 +207,8 @@ def bench_model(name: str, shared: Path, work_root: Path, bits: list[int], ort: 
     entry = {"model": name, "task": task, "rows": [], "squad_limit": limit, "calibration_samples": CALIB_SAMPLES,
              "calibration_data": str(next(iter(calib.values())))}
     start = time.perf_counter()
-    rows = ours_rows(bits, qbert, methods) + (ort_rows(bits) if ort else [])
+    cells = {(b, g) for (m, _, b, g) in TARGETS if m == name} if only_targets else None
+    rows = ours_rows(bits, qbert, methods, cells) + (ort_rows(ort_bits or bits) if ort else [])
     feeds = calibration_feeds(fp32, task, calib) if ort else []
     with reference_cache(fp32, True):
         ref, _ = run_validate(fp32, task, None, data, limit)
@@ -326,6 +332,8 @@ def markdown(report: dict) -> str:
 @click.option("--bits", default="4,3,2", show_default=True, help="Weight bit widths (ORT rows at 4 and 2).")
 @click.option("--methods", default="lq,aciq,ocs", show_default=True, help="Our uniform methods (rows).")
 @click.option("--ort/--no-ort", default=True, show_default=True, help="ORT MatMulNBitsQuantizer rows.")
+@click.option("--ort-bits", default=None, help="Bit widths of the ORT rows (default: --bits among 4, 2).")
+@click.option("--only-targets", is_flag=True, help="Only our (bits, granularity) cells that have a target for the model.")
 @click.option("--qbert/--no-qbert", default=True, show_default=True, help="Q-BERT avg 3 rows (committed Hessian).")
 @click.option("--squad-limit", type=click.IntRange(1), default=None, help="Only the first N SQuAD questions.")
 @click.option("--shared", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_SHARED, show_default=True)
@@ -334,7 +342,7 @@ def markdown(report: dict) -> str:
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--append", is_flag=True, help="Merge into an existing --json file (other models kept).")
-def main(models, bits, methods, ort, qbert, squad_limit, shared, work_dir, json_path, md_path, append):
+def main(models, bits, methods, ort, ort_bits, only_targets, qbert, squad_limit, shared, work_dir, json_path, md_path, append):
     """Nearest vs GPTQ rounding for every method, beside ORT's MatMulNBitsQuantizer algorithms."""
     import logging
 
@@ -351,7 +359,8 @@ def main(models, bits, methods, ort, qbert, squad_limit, shared, work_dir, json_
     for name in models:
         err.print(f"[bold]{name}[/]")
         entry = bench_model(name, shared, work_dir, bit_list, ort, qbert, squad_limit,
-                            tuple(m.strip() for m in methods.split(",") if m.strip()))
+                            tuple(m.strip() for m in methods.split(",") if m.strip()), only_targets,
+                            [int(b) for b in ort_bits.split(",")] if ort_bits else None)
         report["models"][name] = entry
         header, cells = table(entry)
         out.print(console_table(title(entry), header, cells, left=4))
