@@ -323,7 +323,8 @@ def markdown(report: dict) -> str:
              "||X(W - Ŵ)||² / ||XW||² on the calibration inputs. Every number is against the same model's FP32 export.", ""]
     for name, entry in report["models"].items():
         header, cells = table(entry)
-        lines += [f"## {title(entry)}", ""] + md_table(header, cells, left=4) + [""] + md_checks(entry["checks"])
+        lines += [f"## {title(entry)}", ""] + ([f"`{entry['command']}`", ""] if entry.get("command") else [])
+        lines += md_table(header, cells, left=4) + [""] + md_checks(entry["checks"])
     return "\n".join(lines)
 
 
@@ -361,6 +362,7 @@ def main(models, bits, methods, ort, ort_bits, only_targets, qbert, squad_limit,
         entry = bench_model(name, shared, work_dir, bit_list, ort, qbert, squad_limit,
                             tuple(m.strip() for m in methods.split(",") if m.strip()), only_targets,
                             [int(b) for b in ort_bits.split(",")] if ort_bits else None)
+        entry["command"] = report["command"]
         report["models"][name] = entry
         header, cells = table(entry)
         out.print(console_table(title(entry), header, cells, left=4))
