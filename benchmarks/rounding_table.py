@@ -168,8 +168,12 @@ def calibration_feeds(fp32: Path, task_name: str, calib: dict) -> list[dict]:
 
 
 def convert_ort(row: dict, fp32: Path, path: Path, feeds: list[dict]) -> dict:
+    import logging
+
     import onnx
     from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+    logging.getLogger(nbits.__name__).setLevel(logging.ERROR)  # one INFO line per skipped node otherwise
 
     configs = {"DEFAULT": lambda: None, "RTN": lambda: nbits.RTNWeightOnlyQuantConfig(),
                "GPTQ": lambda: nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=_Reader(feeds), block_size=128,
