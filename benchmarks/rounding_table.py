@@ -174,19 +174,40 @@ def convert_ort(row: dict, fp32: Path, path: Path, feeds: list[dict]) -> dict:
     from onnxruntime.quantization import matmul_nbits_quantizer as nbits
 
     logging.getLogger(nbits.__name__).setLevel(logging.ERROR)  # one INFO line per skipped node otherwise
-
-    configs = {"DEFAULT": lambda: None, "RTN": lambda: nbits.RTNWeightOnlyQuantConfig(),
+    bits, algo = row["bits"], row["rounding"]
+    model = onnx.load(str(fp32))
+    # the Intel Neural Compressor path (RTN, GPTQ, k-quant) writes bits=4 unless each node's config says
+    # otherwise; only RTN and k-quant take a per-node config, so GPTQ is 4-bit only
+    if algo == "GPTQ" and bits != 4:
+        raise ValueError(f"ORT's GPTQ (Intel Neural Compressor path) quantizes to 4 bits only, not {bits}")
+    per_node = None
+    if algo in ("RTN", "k_quant") and bits != 4:
+        inits = {i.name for i in model.graph.initializer}
+        per_node = {n.name: {"bits": bits} for n in model.graph.node
+                    if n.op_type == "MatMul" and any(i in inits for i in n.input)}
+    configs = {"DEFAULT": lambda: None,
+               "RTN": lambda: nbits.RTNWeightOnlyQuantConfig(customized_weight_config=per_node),
                "GPTQ": lambda: nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=_Reader(feeds), block_size=128,
                                                                actorder=True),
-               "HQQ": lambda: nbits.HQQWeightOnlyQuantConfig(block_size=GROUP, bits=row["bits"]),
-               "k_quant": lambda: nbits.KQuantWeightOnlyQuantConfig()}
-    quantizer = nbits.MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=row["bits"], block_size=GROUP, is_symmetric=True,
-                                           algo_config=configs[row["rounding"]]())
+               "HQQ": lambda: nbits.HQQWeightOnlyQuantConfig(block_size=GROUP, bits=bits),
+               "k_quant": lambda: nbits.KQuantWeightOnlyQuantConfig(customized_weight_config=per_node)}
+    quantizer = nbits.MatMulNBitsQuantizer(model, bits=bits, block_size=GROUP, is_symmetric=True,
+                                           algo_config=configs[algo]())
     quantizer.process()
     quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
+    written = _nbits(path)
+    if written != {bits}:  # never report a file under bits it does not have
+        raise ValueError(f"ORT wrote MatMulNBits with bits {sorted(written)} for a {bits}-bit request")
     copy_tokenizer(fp32, path.parent)
     return {"bytes": path.stat().st_size, "metadata_copied": copy_metadata(fp32, path),
             "algorithm": quantizer.algo_config.algorithm, "nbits_nodes": _count(path, "MatMulNBits")}
+
+
+def _nbits(path: Path) -> set[int]:
+    import onnx
+
+    return {a.i for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == "MatMulNBits"
+            for a in n.attribute if a.name == "bits"}
 
 
 def _count(path: Path, op: str) -> int:
