@@ -197,7 +197,8 @@ def convert_ort(row: dict, fp32: Path, path: Path, feeds: list[dict]) -> dict:
     quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
     written = _nbits(path)
     if written != {bits}:  # never report a file under bits it does not have
-        raise ValueError(f"ORT wrote MatMulNBits with bits {sorted(written)} for a {bits}-bit request")
+        raise ValueError(f"ORT's {algo} did not write {bits}-bit MatMulNBits (it wrote bits {sorted(written) or 'none'}; "
+                         "none: the MatMuls stayed float)")
     copy_tokenizer(fp32, path.parent)
     return {"bytes": path.stat().st_size, "metadata_copied": copy_metadata(fp32, path),
             "algorithm": quantizer.algo_config.algorithm, "nbits_nodes": _count(path, "MatMulNBits")}
