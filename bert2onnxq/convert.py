@@ -20,7 +20,7 @@ from .errors import BadInput
 from .graph.apply import apply_plan, apply_splits_fp32
 from .graph.locate import check_quantizable
 from .methods import ConvertOptions, get_method
-from .onnx_io import atomic_output, load_ir, save_onnx
+from .onnx_io import atomic_output, check_writable_file, load_ir, save_onnx, write_atomic
 from .plan import QuantPlan, check_kernels, check_plan_fits
 from .quantize import quantize_plan, split_weights_fp32
 
@@ -67,6 +67,10 @@ def convert(
     output = Path(output)
     if output.suffix != ".onnx":
         raise BadInput(f"output '{output}' must end in .onnx")
+    if output.is_dir():
+        raise BadInput(f"output '{output}' is a folder: name the .onnx file to write inside it, e.g. {output / 'model.onnx'}")
+    if plan_out is not None:
+        check_writable_file(Path(plan_out), "--plan-out")
     with atomic_output(output) as tmp:
         fp32_path = _fp32_source(source, tmp)
         model = load_ir(fp32_path)
@@ -83,8 +87,9 @@ def convert(
         quantize_and_apply(model, plan, moments, progress)
         save_onnx(ir.to_proto(model), tmp / output.name)
         shutil.rmtree(tmp / "fp32", ignore_errors=True)  # the intermediate export, if we made one
-        if plan_out is not None:
-            Path(plan_out).write_text(plan.to_json())
+        if plan_out is not None:  # beside the model: moved into place with it by atomic_output
+            beside = Path(plan_out).parent.resolve() == output.parent.resolve()
+            write_atomic(tmp / Path(plan_out).name if beside else Path(plan_out), plan.to_json())
     size = output.stat().st_size
     ideal = plan.ideal_bytes() + fp32_rest
     container_ideal = plan.ideal_bytes(container=True) + fp32_rest

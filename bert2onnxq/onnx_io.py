@@ -108,6 +108,28 @@ def file_bytes(path: Path) -> int:
     return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
 
 
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write under a temporary name beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """BadInput unless `path` can be written (its folder exists or can be made, and is writable; it is no folder)."""
+    if path.is_dir():
+        raise BadInput(f"{option} '{path}' is a folder: name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".write-probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise BadInput(f"cannot write {option} '{path}' ({exc.strerror or exc}): choose a writable path") from None
+
+
 def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -141,7 +141,12 @@ class QuantPlan:
         path = Path(path)
         if not path.is_file():
             raise BadInput(f"plan file '{path}' does not exist")
-        return cls.from_json(path.read_text())
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError) as exc:
+            raise BadInput(f"plan file '{path}' is not a readable JSON text ({type(exc).__name__}): write one with "
+                           "'convert --plan-out'") from None
+        return cls.from_json(text)
 
     # --- summaries ---
     def ideal_bytes(self, scale_bytes: int = 4, container: bool = False) -> float:

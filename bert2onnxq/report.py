@@ -12,17 +12,9 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .onnx_io import write_atomic  # noqa: F401  (re-exported: sweep, search and cards use it from here)
 
 MIB = 2**20
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write under a temporary name beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def layer_bits(plan) -> dict:

@@ -111,3 +111,32 @@ def test_convert_refuses_options_of_another_method(tiny_onnx, tmp_path, args, ne
         return
     assert_one_line_error(proc, needle)
     assert not out.exists()
+
+
+def test_convert_bad_paths(tiny_onnx, tmp_path):
+    src = str(tiny_onnx["classification"])
+    folder = tmp_path / "out.onnx"
+    folder.mkdir()
+    assert_one_line_error(run_cli("convert", "--model", src, "-o", str(folder)), "is a folder")
+    binary = tmp_path / "plan.json"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert_one_line_error(run_cli("convert", "--model", src, "--plan", str(binary), "-o", str(tmp_path / "a.onnx")),
+                          "not a readable JSON text")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = tmp_path / "b.onnx"
+    assert_one_line_error(run_cli("convert", "--model", src, "--plan-out", str(blocker / "p.json"), "-o", str(out)),
+                          "cannot write --plan-out")
+    assert not out.exists() and not (tmp_path / "a.onnx").exists()
+    # a plan beside the model is written with it
+    ok = run_cli("convert", "--model", src, "--plan-out", str(tmp_path / "c.plan.json"), "-o", str(tmp_path / "c.onnx"))
+    assert ok.returncode == 0 and json.loads((tmp_path / "c.plan.json").read_text())["method"] == "lq"
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("command", ["validate", "sweep"])
+def test_negative_threads(tiny_onnx, tmp_path, command):
+    args = ([str(tiny_onnx["regression"]), "--task", "stsb"] if command == "validate"
+            else ["--model", str(tiny_onnx["regression"]), "--task", "stsb", "-o", str(tmp_path / "s")])
+    proc = run_cli(command, *args, "--threads", "-1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--threads" in proc.stderr

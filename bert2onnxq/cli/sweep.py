@@ -51,7 +51,7 @@ def _ints(value: str, option: str) -> list[int]:
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local processes, or Ray tasks (pip install 'bert2onnxq[ray]'; paths must be shared with the workers).")
 @click.option("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
-@click.option("--threads", type=int, default=0, show_default=True,
+@click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
               help="Intra-op threads per cell for validation (0: cores / jobs; 2 per Ray task).")
 @click.option("--latency/--no-latency", default=True, show_default=True,
               help="Time each cell against FP32 (batch 1, seq 128, interleaved, 1 thread).")

@@ -18,7 +18,7 @@ from .app import TASKS, Command, key_value, main, out, progress_bars, quiet_tran
 @click.option("--data-file", type=click.Path(path_type=Path), help="A dev file: SQuAD v1.1 JSON, or a GLUE TSV.")
 @click.option("--tokenizer", "tokenizer_dir", type=click.Path(path_type=Path), help="Tokenizer folder (default: beside the model).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--threads", type=int, default=0, show_default=True, help="Intra-op threads (0: ONNX Runtime's choice).")
+@click.option("--threads", type=click.IntRange(0), default=0, show_default=True, help="Intra-op threads (0: ONNX Runtime's choice).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--max-length", type=click.IntRange(8, 512), help="Max tokens (default: 128 GLUE, 384 SQuAD).")
 @click.option("--doc-stride", type=click.IntRange(1), default=128, show_default=True, help="SQuAD window overlap.")
