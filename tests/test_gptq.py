@@ -186,3 +186,43 @@ def test_cli_rounding_gptq(stsb, tmp_path):
     assert encoder and all(w["rounding"] == "gptq" and w["out_err"] < w["out_err_nearest"] for w in encoder)
     text = run_cli("inspect", str(out), "--no-runtime").stdout
     assert "rounding gptq: 32 calibration samples" in text and "->" in text
+
+
+def test_dynamic_quantize_matches_onnx_runtime():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from bert2onnxq.numerics import dynamic_quantize
+
+    x = np.random.default_rng(4).normal(size=(3, 7, 16)).astype(np.float32) * 3 + 1
+    graph = helper.make_graph([helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+                               helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, x.shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(dynamic_quantize(x), y, rtol=0, atol=1e-6)
+    assert onnx.checker.check_model(model) is None
+
+
+def test_input_aware_gptq_lowers_the_error_the_int8_kernel_makes():
+    """With X_q = Q8(X): GPTQ on (X_q^T X_q, target (X_q^T X_q)^-1 X_q^T X W) beats FP32-H GPTQ on ||XW - X_q Q||."""
+    from bert2onnxq.numerics import dynamic_quantize
+    from bert2onnxq.numerics.gptq import input_aware_target, output_error_quantized_inputs
+
+    rng = np.random.default_rng(5)
+    w = (rng.normal(size=(K, N)) * 0.05).astype(np.float32)
+    x = correlated_inputs(rng)
+    x[:, 0] *= 8  # an outlier channel makes the per-tensor activation step coarse, as in BERT
+    xq = np.concatenate([dynamic_quantize(b) for b in np.split(x.astype(np.float32), 10)]).astype(np.float64)
+    h, hq, cross = x.T @ x, xq.T @ xq, xq.T @ x
+    params = lq_params(w, 4, symmetric=False, granularity="channel")
+    np.testing.assert_allclose(input_aware_target(w, h, h, 0.0), w, rtol=1e-6, atol=1e-8)  # X_q = X: the target is W
+    plain = gptq_quantize(w, h, params)
+    aware = gptq_quantize(input_aware_target(w, hq, cross, 0.01), hq, params)
+    err = {name: output_error_quantized_inputs(w, dequantize(q, params), h, hq, cross)
+           for name, q in (("nearest", quantize(w, params)), ("plain", plain), ("aware", aware))}
+    direct = np.sum((x @ w - xq @ dequantize(aware, params)) ** 2) / np.sum((x @ w) ** 2)
+    assert err["aware"] == pytest.approx(direct, rel=1e-6)
+    assert err["aware"] < err["plain"] and err["aware"] < err["nearest"], err

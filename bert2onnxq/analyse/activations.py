@@ -33,6 +33,8 @@ class ChannelObserver:
         self.rows: list[np.ndarray] = []
         self.rng = rng
         self.moment = None if not moments else 0.0  # X^T X over every real token (GPTQ's H), float64
+        # with the batch quantized as the int8 kernels' DynamicQuantizeLinear does: X_q^T X_q and X_q^T X
+        self.q_moment = self.cross_moment = None if not moments else 0.0
         self.tokens = 0
 
     def update(self, x: np.ndarray) -> None:
@@ -45,9 +47,13 @@ class ChannelObserver:
         self.rows.append(x[self.rng.choice(len(x), size=min(len(x), keep), replace=False)])
 
     def add_moment(self, x: np.ndarray) -> None:
-        """Accumulate X^T X of token rows x [tokens, K] (one call per batch: one large product)."""
+        """Accumulate X^T X of one batch's token rows x [tokens, K], and the same with the batch quantized
+        per tensor to 8 bits (one call per batch: a few large products)."""
         x64 = x.reshape(-1, x.shape[-1]).astype(np.float64)
+        xq = numerics.dynamic_quantize(x64.astype(np.float32)).astype(np.float64)
         self.moment = self.moment + x64.T @ x64
+        self.q_moment = self.q_moment + xq.T @ xq
+        self.cross_moment = self.cross_moment + xq.T @ x64
 
     def channel_absmax(self) -> np.ndarray:
         return np.maximum(-self.lo, self.hi)
@@ -185,7 +191,7 @@ def input_moments(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, 
     observers = calibrate(fp32_path, sorted(readers), samples=rounding.get("samples"), moments=True,
                           min_tokens=rounding.get("min_tokens", 0))
     rounding["tokens"] = int(next(iter(observers.values())).tokens)
-    return {x: observers[x].moment for x in readers}
+    return {x: observers[x] for x in readers}
 
 
 def activation_readers(model: ir.Model, plan: QuantPlan) -> dict[str, list[str]]:

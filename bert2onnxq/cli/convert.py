@@ -138,6 +138,9 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
                  help="gptq: input rows per lazy batch update (speed only)."),
     cloup.option("--gptq-act-order/--no-gptq-act-order", default=True, show_default=True,
                  help="gptq: round the most active input channels first."),
+    cloup.option("--gptq-inputs", type=click.Choice(["quantized", "fp32"]), default="quantized", show_default=True,
+                 help="gptq, weights on the int8 kernels: minimise ||XW - X_q Q|| for the 8-bit dynamic inputs X_q "
+                      "they multiply (quantized), or ||X(W - Q)|| for FP32 inputs (fp32)."),
     cloup.option("--gptq-tokens", type=click.IntRange(0), default=0, show_default=True,
                  help="gptq: calibrate on the first --calib-samples train examples, and more until they hold this "
                       "many tokens (0: 8 per input channel of the widest weight, e.g. 12,288 for MiniLM's 1,536)."),

@@ -51,6 +51,7 @@ class ConvertOptions:
     gptq_block: int = 128  # gptq: rows per lazy batch update
     gptq_act_order: bool = True  # gptq: round the most active input channels first
     gptq_tokens: int = 0  # gptq: calibrate on at least this many tokens (0: TOKENS_PER_INPUT x the widest input)
+    gptq_inputs: str = "quantized"  # gptq, int8 kernels: round for the 8-bit inputs they see (quantized) or FP32 ones
 
     @property
     def method(self) -> str:
@@ -77,6 +78,8 @@ class ConvertOptions:
         if self.group_kernel == "int8" and (self.target != "cpu" or not self.act_bits):
             raise BadInput("--group-kernel int8 runs group-wise weights on ONNX Runtime's CPU int8 GEMM: it needs "
                            "--target cpu and --act-bits 8")
+        if self.gptq_inputs not in ("quantized", "fp32"):
+            raise BadInput(f"unknown --gptq-inputs '{self.gptq_inputs}': choose quantized or fp32")
         if self.rounding not in ROUNDINGS:
             raise BadInput(f"unknown rounding '{self.rounding}': choose {' or '.join(ROUNDINGS)}")
         if self.gptq_damp < 0 or self.gptq_block < 1 or self.gptq_tokens < 0:
@@ -141,7 +144,7 @@ def base_plan(model: ir.Model, sites: list[WeightSite], options: ConvertOptions,
         widest = max((t.shape[0] for t in weights), default=0)
         plan.rounding = {"method": "gptq", "damp": options.gptq_damp, "block": options.gptq_block,
                          "act_order": options.gptq_act_order, "samples": options.calib_samples,
-                         "min_tokens": options.gptq_tokens or TOKENS_PER_INPUT * widest}
+                         "min_tokens": options.gptq_tokens or TOKENS_PER_INPUT * widest, "inputs": options.gptq_inputs}
     return plan
 
 

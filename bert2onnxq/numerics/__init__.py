@@ -6,10 +6,11 @@ from .ocs import (ActivationSplit, OCSSplit, activation_split, grid_aware, num_s
 from .packing import container_bits, container_bytes, ideal_bytes, pack, unpack
 from .quant import (GRANULARITIES, QuantParams, aciq_params, container, dequantize, expand_scale, int_range,
                     lq_params, mse, neuron_groups, quantize, weight_ranges)
+from .gptq import dynamic_quantize
 from .runtime import fold_ocs, requantize_int8
 
 __all__ = ["DISTRIBUTIONS", "GRANULARITIES", "QuantParams", "aciq_params", "container", "container_bits",
            "container_bytes", "dequantize", "expand_scale", "gauss_mse", "ideal_bytes", "int_range",
            "laplace_mse", "lq_params", "mse", "neuron_groups", "ActivationSplit", "OCSSplit", "activation_split",
            "replay_splits", "split_order", "grid_aware", "num_splits", "ocs_params", "ocs_split", "optimal_alpha",
-           "pack", "quantize", "unpack", "weight_ranges", "fold_ocs", "requantize_int8"]
+           "pack", "quantize", "unpack", "weight_ranges", "fold_ocs", "requantize_int8", "dynamic_quantize"]

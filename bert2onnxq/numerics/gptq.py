@@ -78,6 +78,27 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, params: QuantParams, settings: G
     return out.astype(np.int8 if params.signed else np.uint8)
 
 
+def dynamic_quantize(x: np.ndarray) -> np.ndarray:
+    """x as ONNX DynamicQuantizeLinear then DequantizeLinear see it: uint8 over [min(0, min x), max(0, max x)]
+    of the whole tensor, zero point rounded and saturated (the 8-bit dynamic activations of our int8 kernels)."""
+    x = np.asarray(x, np.float32)
+    lo, hi = min(0.0, float(x.min())), max(0.0, float(x.max()))
+    scale = np.float32((hi - lo) / 255.0) if hi > lo else np.float32(1.0)
+    zero = np.clip(np.rint(-lo / scale), 0, 255)
+    q = np.clip(np.rint(x / scale) + zero, 0, 255)
+    return ((q - zero) * scale).astype(np.float32)
+
+
+def input_aware_target(w: np.ndarray, hq: np.ndarray, cross: np.ndarray, damp: float) -> np.ndarray:
+    """The weights V that best map the quantized inputs X_q to the FP32 outputs X W:
+    argmin ||X W - X_q V||^2 = W + (X_q^T X_q)^-1 (X_q^T X - X_q^T X_q) W (hq = X_q^T X_q, cross = X_q^T X),
+    the damping pulling V toward W (not toward 0). GPTQ on this target with H = hq minimises
+    ||X W - X_q Q||^2: what the int8 kernel really computes."""
+    w = np.asarray(w, np.float64)
+    hq = np.asarray(hq, np.float64)
+    return w + np.linalg.solve(damped(hq, damp), (np.asarray(cross, np.float64) - hq) @ w)
+
+
 def upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
     """U upper triangular with U^T U = H^-1 (GPTQ's Hinv), for a symmetric positive definite H."""
     lower = np.linalg.cholesky(h)
@@ -93,6 +114,15 @@ def output_error(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray) -> float:
     h = np.asarray(h, np.float64)
     den = float(np.sum(w * (h @ w)))
     return float(np.sum(d * (h @ d))) / den if den > 0 else 0.0
+
+
+def output_error_quantized_inputs(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray, hq: np.ndarray,
+                                  cross: np.ndarray) -> float:
+    """||X W - X_q W_hat||^2 / ||X W||^2 from the moments h = X^T X, hq = X_q^T X_q, cross = X_q^T X."""
+    w, w_hat = np.asarray(w, np.float64), np.asarray(w_hat, np.float64)
+    ref = float(np.sum(w * (h @ w)))
+    err = ref - 2 * float(np.sum(w_hat * (np.asarray(cross, np.float64) @ w))) + float(np.sum(w_hat * (hq @ w_hat)))
+    return max(err, 0.0) / ref if ref > 0 else 0.0
 
 
 def expand_moment(h: np.ndarray, index: np.ndarray, factor: np.ndarray | None = None) -> np.ndarray:

@@ -16,7 +16,8 @@ import onnx_ir as ir
 from .. import numerics
 from ..analyse.activations import activation_readers, activation_split
 from ..errors import BadInput
-from ..numerics.gptq import GPTQSettings, expand_moment, gptq_quantize, output_error
+from ..numerics.gptq import (GPTQSettings, expand_moment, gptq_quantize, input_aware_target, output_error,
+                             output_error_quantized_inputs)
 from ..onnx_io import weight_array
 from ..plan import QuantPlan, TensorPlan
 from .tensor import QuantizedTensor
@@ -38,12 +39,13 @@ def weight_grid(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.Quan
     return w, fit(w, t.bits, **common), None
 
 
-def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict[str, np.ndarray] | None = None,
+def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict | None = None,
                   progress=None) -> tuple[list[QuantizedTensor], list[QuantizedTensor]]:
     """Integers and scales for every planned tensor, and the graph form its kernel needs; fills each
     TensorPlan's statistics (and, for OCS, the channels split and the form chosen).
 
-    `moments` {MatMul input activation: X^T X}: required when the plan rounds with GPTQ."""
+    `moments` {MatMul input activation: analyse.activations.ChannelObserver with its moments}: required
+    when the plan rounds with GPTQ."""
     gptq = plan.rounding.get("method") == "gptq"
     inputs = {}
     if gptq:
@@ -69,20 +71,39 @@ def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict[str, np.ndarra
     return weights, tables
 
 
-def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, moment: np.ndarray | None) -> QuantizedTensor:
+def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) -> QuantizedTensor:
     w = weight_array(model, t.name)
     act_split = activation_split(plan, t)
     w_in = w if act_split is None else w[act_split.index]  # rows duplicated unchanged for x' = x[idx] * f
     matrix, params, index = weight_grid(w_in, t)
     q = numerics.quantize(matrix, params)
     errors = {}
-    if moment is not None:  # GPTQ on the moment of the input this matrix really reads
+    if observed is not None:  # GPTQ on the moments of the input this matrix really reads
+        r = plan.rounding
+        moment = observed.moment
         h = moment if act_split is None else expand_moment(moment, act_split.index, act_split.factor)
         h = h if index is None else expand_moment(h, index)
-        errors["out_err_nearest"] = output_error(w, effective_weight(numerics.dequantize(q, params), index, act_split), moment)
-        r = plan.rounding
-        q = gptq_quantize(matrix, h, params, GPTQSettings(r["damp"], r["block"], r["act_order"]))
-        errors["out_err"] = output_error(w, effective_weight(numerics.dequantize(q, params), index, act_split), moment)
+        target = matrix
+        # the int8 kernels multiply 8-bit dynamic activations: round for X_q Q ~ X W (the quantizer runs on x
+        # itself, before an OCS weight gather; an activation split is quantized after the split: FP32 inputs)
+        aware = (r.get("inputs") == "quantized" and t.kernel in ("int8", "int8-requant") and act_split is None
+                 and plan.activations.mode == "dynamic")
+
+        def error(q_):
+            w_hat = effective_weight(numerics.dequantize(q_, params), index, act_split)
+            if aware:
+                return output_error_quantized_inputs(w, w_hat, moment, observed.q_moment, observed.cross_moment)
+            return output_error(w, w_hat, moment)
+
+        errors["out_err_nearest"] = error(q)
+        if aware:
+            hq, cross = observed.q_moment, observed.cross_moment
+            if index is not None:
+                hq, cross = expand_moment(hq, index), expand_moment(cross, index)
+            target, h = input_aware_target(matrix, hq, cross, r["damp"]), hq
+        q = gptq_quantize(target, h, params, GPTQSettings(r["damp"], r["block"], r["act_order"]))
+        errors["out_err"] = error(q)
+        errors["gptq_inputs"] = "quantized" if aware else "fp32"
     t.stats = {**_stats(matrix, q, params), **errors}
     qt = QuantizedTensor(t.name, q, params, index)
     if t.kernel == "int8-requant":
