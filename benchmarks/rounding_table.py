@@ -68,24 +68,25 @@ def calibration(shared: Path, task: str) -> dict:
 
 
 def ours_rows(bits: list[int], qbert: bool, methods: tuple[str, ...] = ("lq", "aciq", "ocs"),
-              cells: set | None = None) -> list[dict]:
+              cells: set | None = None, roundings: tuple[str, ...] = ("nearest", "gptq"),
+              granularities: tuple[str, ...] = ("channel", "group")) -> list[dict]:
     """Our rows; `cells` {(bits, granularity)} keeps only those cells."""
     rows = []
     for b in bits:
-        for gran in ("channel", "group"):
+        for gran in granularities:
             if cells is not None and (b, gran) not in cells:
                 continue
             for label, kw in OURS:
                 if kw["method"] not in methods:
                     continue
-                for rounding in ("nearest", "gptq"):
+                for rounding in roundings:
                     opts = {**kw, "bits": b, "granularity": gran, "rounding": rounding}
                     if gran == "group":
                         opts["group_size"] = GROUP
                     rows.append({"kind": "ours", "label": label, "bits": b, "granularity": gran,
                                  "rounding": rounding, "options": opts})
     if qbert:
-        for rounding in ("nearest", "gptq"):
+        for rounding in roundings:
             rows.append({"kind": "qbert", "label": "Q-BERT avg 3", "bits": 3, "granularity": "neuron-group",
                          "rounding": rounding})
     return rows
@@ -219,7 +220,8 @@ def _count(path: Path, op: str) -> int:
 
 def bench_model(name: str, shared: Path, work_root: Path, bits: list[int], ort: bool, qbert: bool,
                 squad_limit: int | None, methods: tuple[str, ...], only_targets: bool = False,
-                ort_bits: list[int] | None = None) -> dict:
+                ort_bits: list[int] | None = None, roundings: tuple[str, ...] = ("nearest", "gptq"),
+                granularities: tuple[str, ...] = ("channel", "group")) -> dict:
     task = MODELS[name]
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
     limit = squad_limit if task == "squad" else None
@@ -234,7 +236,7 @@ def bench_model(name: str, shared: Path, work_root: Path, bits: list[int], ort: 
              "calibration_data": str(next(iter(calib.values())))}
     start = time.perf_counter()
     cells = {(b, g) for (m, _, b, g) in TARGETS if m == name} if only_targets else None
-    rows = ours_rows(bits, qbert, methods, cells) + (ort_rows(ort_bits or bits) if ort else [])
+    rows = ours_rows(bits, qbert, methods, cells, roundings, granularities) + (ort_rows(ort_bits or bits) if ort else [])
     feeds = calibration_feeds(fp32, task, calib) if ort else []
     with reference_cache(fp32, True):
         ref, _ = run_validate(fp32, task, None, data, limit)
@@ -372,6 +374,8 @@ def markdown(report: dict) -> str:
 @click.option("--methods", default="lq,aciq,ocs", show_default=True, help="Our uniform methods (rows).")
 @click.option("--ort/--no-ort", default=True, show_default=True, help="ORT MatMulNBitsQuantizer rows.")
 @click.option("--ort-bits", default=None, help="Bit widths of the ORT rows (default: --bits among 4, 2).")
+@click.option("--roundings", default="nearest,gptq", show_default=True, help="Our roundings (rows).")
+@click.option("--granularities", default="channel,group", show_default=True, help="Our granularities (rows).")
 @click.option("--only-targets", is_flag=True, help="Only our (bits, granularity) cells that have a target for the model.")
 @click.option("--qbert/--no-qbert", default=True, show_default=True, help="Q-BERT avg 3 rows (committed Hessian).")
 @click.option("--squad-limit", type=click.IntRange(1), default=None, help="Only the first N SQuAD questions.")
@@ -381,7 +385,7 @@ def markdown(report: dict) -> str:
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--append", is_flag=True, help="Merge into an existing --json file (other models kept).")
-def main(models, bits, methods, ort, ort_bits, only_targets, qbert, squad_limit, shared, work_dir, json_path, md_path, append):
+def main(models, bits, methods, ort, ort_bits, roundings, granularities, only_targets, qbert, squad_limit, shared, work_dir, json_path, md_path, append):
     """Nearest vs GPTQ rounding for every method, beside ORT's MatMulNBitsQuantizer algorithms."""
     import logging
 
@@ -399,7 +403,8 @@ def main(models, bits, methods, ort, ort_bits, only_targets, qbert, squad_limit,
         err.print(f"[bold]{name}[/]")
         entry = bench_model(name, shared, work_dir, bit_list, ort, qbert, squad_limit,
                             tuple(m.strip() for m in methods.split(",") if m.strip()), only_targets,
-                            [int(b) for b in ort_bits.split(",")] if ort_bits else None)
+                            [int(b) for b in ort_bits.split(",")] if ort_bits else None,
+                            tuple(roundings.split(",")), tuple(granularities.split(",")))
         entry["command"] = report["command"]
         report["models"][name] = entry
         header, cells = table(entry)
