@@ -49,11 +49,12 @@ class ChannelObserver:
     def add_moment(self, x: np.ndarray) -> None:
         """Accumulate X^T X of one batch's token rows x [tokens, K], and the same with the batch quantized
         per tensor to 8 bits (one call per batch: a few large products)."""
-        x64 = x.reshape(-1, x.shape[-1]).astype(np.float64)
-        xq = numerics.dynamic_quantize(x64.astype(np.float32)).astype(np.float64)
-        self.moment = self.moment + x64.T @ x64
-        self.q_moment = self.q_moment + xq.T @ xq
-        self.cross_moment = self.cross_moment + xq.T @ x64
+        # one batch's products in float32 (BLAS sgemm, a few hundred rows each), summed over batches in float64
+        x32 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
+        xq = numerics.dynamic_quantize(x32)
+        self.moment = self.moment + (x32.T @ x32).astype(np.float64)
+        self.q_moment = self.q_moment + (xq.T @ xq).astype(np.float64)
+        self.cross_moment = self.cross_moment + (xq.T @ x32).astype(np.float64)
 
     def channel_absmax(self) -> np.ndarray:
         return np.maximum(-self.lo, self.hi)
