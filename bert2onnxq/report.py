@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .onnx_io import write_atomic  # noqa: F401  (re-exported: sweep, search and cards use it from here)
+from .onnx_io import write_atomic
 
 MIB = 2**20
 

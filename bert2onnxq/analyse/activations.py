@@ -28,13 +28,13 @@ class ChannelObserver:
     exactly from the same statistics.
     """
 
-    def __init__(self, rng: np.random.Generator, moments: bool = False):
+    def __init__(self, rng: np.random.Generator, moments: bool | str = False):
         self.lo = self.hi = None
         self.rows: list[np.ndarray] = []
         self.rng = rng
         self.moment = None if not moments else 0.0  # X^T X over every real token (GPTQ's H), float64
         # with the batch quantized as the int8 kernels' DynamicQuantizeLinear does: X_q^T X_q and X_q^T X
-        self.q_moment = self.cross_moment = None if not moments else 0.0
+        self.q_moment = self.cross_moment = 0.0 if moments == "quantized" else None
         self.tokens = 0
 
     def update(self, x: np.ndarray) -> None:
@@ -47,14 +47,15 @@ class ChannelObserver:
         self.rows.append(x[self.rng.choice(len(x), size=min(len(x), keep), replace=False)])
 
     def add_moment(self, x: np.ndarray) -> None:
-        """Accumulate X^T X of one batch's token rows x [tokens, K], and the same with the batch quantized
-        per tensor to 8 bits (one call per batch: a few large products)."""
+        """Accumulate X^T X of one batch's token rows x [tokens, K] and, for moments="quantized", the same
+        with the batch quantized to 8 bits per tensor (one call per batch: a few large products)."""
         # one batch's products in float32 (BLAS sgemm, a few hundred rows each), summed over batches in float64
         x32 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
-        xq = numerics.dynamic_quantize(x32)
         self.moment = self.moment + (x32.T @ x32).astype(np.float64)
-        self.q_moment = self.q_moment + (xq.T @ xq).astype(np.float64)
-        self.cross_moment = self.cross_moment + (xq.T @ x32).astype(np.float64)
+        if self.q_moment is not None:  # moments="quantized"
+            xq = numerics.dynamic_quantize(x32)
+            self.q_moment = self.q_moment + (xq.T @ xq).astype(np.float64)
+            self.cross_moment = self.cross_moment + (xq.T @ x32).astype(np.float64)
 
     def channel_absmax(self) -> np.ndarray:
         return np.maximum(-self.lo, self.hi)
@@ -84,13 +85,14 @@ def observe_activations(
     data_file: Path | None = None,
     batch_size: int = 16,
     seed: int = 0,
-    moments: bool = False,
+    moments: bool | str = False,
     min_tokens: int = 0,
     progress=None,
 ) -> dict[str, ChannelObserver]:
     """Run the FP32 model on the first `samples` train examples of `task_name` (more, in order, until
     they hold `min_tokens` tokens) and observe the named activations (with `moments`, also their
-    second moment X^T X); `progress(label, total)` shows the batches."""
+    second moment X^T X; "quantized": also those of the 8-bit quantized batch); `progress(label, total)`
+    shows the batches."""
     import onnx
 
     task = get_task(task_name)
@@ -189,7 +191,8 @@ def input_moments(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, 
         raise BadInput("--rounding gptq needs calibration samples to measure each layer's inputs: pass --task "
                        "(and --data-dir or --calib-file); a plan that rounds with GPTQ needs them to replay too")
     readers = activation_readers(model, plan)
-    observers = calibrate(fp32_path, sorted(readers), samples=rounding.get("samples"), moments=True,
+    moments = "quantized" if rounding.get("inputs") == "quantized" else True  # X_q moments only when used
+    observers = calibrate(fp32_path, sorted(readers), samples=rounding.get("samples"), moments=moments,
                           min_tokens=rounding.get("min_tokens", 0))
     rounding["tokens"] = int(next(iter(observers.values())).tokens)
     return {x: observers[x] for x in readers}

@@ -297,7 +297,8 @@ def write_card(source, output, plan, summary, plan_out) -> str:
     """The deployment card beside the output: plan, size and the runtime that loads it (not validated here)."""
     import sys
 
-    from ..report import model_card, write_atomic
+    from ..onnx_io import write_atomic
+    from ..report import model_card
     from ..runtime import make_runner
 
     runtime = make_runner(Path(output)).describe()  # also proves ONNX Runtime loads the file

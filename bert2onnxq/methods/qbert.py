@@ -9,7 +9,7 @@ options give (neuron groups by default). The plan records Omega, the eigenvalues
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -96,8 +96,6 @@ def analyse(model, source: str, sites, options, progress=None) -> dict:
 def decide(model, sites, options, analysis: dict) -> QuantPlan:
     """Every decision but the bits is the ordinary one (LQ, or ACIQ with clip aciq); bits per layer by Omega."""
     qb: QBertOptions = options.method_options
-    from dataclasses import replace
-
     base = replace(options, bits=max(qb.choices))
     clip = aciq_clip(qb.distribution) if qb.clip == "aciq" else "none"
     plan = base_plan(model, sites, base, "aciq" if clip != "none" else "lq", clip=clip)

@@ -78,32 +78,8 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) 
     matrix, params, index = weight_grid(w_in, t)
     q = numerics.quantize(matrix, params)
     errors = {}
-    if observed is not None:  # GPTQ on the moments of the input this matrix really reads
-        r = plan.rounding
-        moment = observed.moment
-        h = moment if act_split is None else expand_moment(moment, act_split.index, act_split.factor)
-        h = h if index is None else expand_moment(h, index)
-        target = matrix
-        # the int8 kernels multiply 8-bit dynamic activations: round for X_q Q ~ X W (the quantizer runs on x
-        # itself, before an OCS weight gather; an activation split is quantized after the split: FP32 inputs)
-        aware = (r.get("inputs") == "quantized" and t.kernel in ("int8", "int8-requant") and act_split is None
-                 and plan.activations.mode == "dynamic")
-
-        def error(q_):
-            w_hat = effective_weight(numerics.dequantize(q_, params), index, act_split)
-            if aware:
-                return output_error_quantized_inputs(w, w_hat, moment, observed.q_moment, observed.cross_moment)
-            return output_error(w, w_hat, moment)
-
-        errors["out_err_nearest"] = error(q)
-        if aware:
-            hq, cross = observed.q_moment, observed.cross_moment
-            if index is not None:
-                hq, cross = expand_moment(hq, index), expand_moment(cross, index)
-            target, h = input_aware_target(matrix, hq, cross, r["damp"]), hq
-        q = gptq_quantize(target, h, params, GPTQSettings(r["damp"], r["block"], r["act_order"]))
-        errors["out_err"] = error(q)
-        errors["gptq_inputs"] = "quantized" if aware else "fp32"
+    if observed is not None:
+        q, errors = _gptq(plan, t, w, matrix, params, q, index, act_split, observed)
     t.stats = {**_stats(matrix, q, params), **errors}
     qt = QuantizedTensor(t.name, q, params, index)
     if t.kernel == "int8-requant":
@@ -128,6 +104,34 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) 
     if qt.form == "plain":
         qt.load_as = _load_as(params, plan.target)
     return qt
+
+
+def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, params, q_nearest, index, act_split, observed):
+    """GPTQ integers for `matrix` on the moments of the input it really reads, and the output errors
+    (nearest, then GPTQ) on the calibration inputs."""
+    r = plan.rounding
+    # the int8 kernels multiply 8-bit dynamic activations: round for X_q Q ~ X W (the quantizer runs on x
+    # itself, before an OCS weight gather; an activation split is quantized after the split: FP32 inputs)
+    aware = (r.get("inputs") == "quantized" and t.kernel in ("int8", "int8-requant") and act_split is None
+             and plan.activations.mode == "dynamic")
+    if aware:
+        h, cross = observed.q_moment, observed.cross_moment
+        if index is not None:
+            h, cross = expand_moment(h, index), expand_moment(cross, index)
+        target = input_aware_target(matrix, h, cross, r["damp"])
+    else:
+        h = observed.moment if act_split is None else expand_moment(observed.moment, act_split.index, act_split.factor)
+        h = h if index is None else expand_moment(h, index)
+        target = matrix
+
+    def error(q_):
+        w_hat = effective_weight(numerics.dequantize(q_, params), index, act_split)
+        if aware:
+            return output_error_quantized_inputs(w, w_hat, observed.moment, observed.q_moment, observed.cross_moment)
+        return output_error(w, w_hat, observed.moment)
+
+    q = gptq_quantize(target, h, params, GPTQSettings(r["damp"], r["block"], r["act_order"]))
+    return q, {"out_err_nearest": error(q_nearest), "out_err": error(q), "gptq_inputs": "quantized" if aware else "fp32"}
 
 
 def effective_weight(w: np.ndarray, index: np.ndarray | None, act_split: numerics.ActivationSplit | None) -> np.ndarray:

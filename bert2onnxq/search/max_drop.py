@@ -61,7 +61,8 @@ def convert_max_drop(
     from ..convert import convert
     from ..latency import latency_ratio
     from ..onnx_io import check_writable, file_bytes
-    from ..report import model_card, write_atomic
+    from ..onnx_io import write_atomic
+    from ..report import model_card
     from ..sweep import prepare_fp32
     from ..tasks import get_task
     from ..validate import Protocol, ReferenceCache, Subset, validate

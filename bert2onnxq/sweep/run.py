@@ -17,8 +17,8 @@ from .. import __version__
 from ..errors import BadInput
 from ..methods import ConvertOptions
 from ..methods.qbert import bit_choices_around
-from ..onnx_io import check_writable, file_bytes
-from ..report import layer_bits, model_card, write_atomic, write_results
+from ..onnx_io import check_writable, file_bytes, write_atomic
+from ..report import layer_bits, model_card, write_results
 from .cells import Cell, Grid, check_bits, check_methods, make_cells
 from .execute import _import_ray, execute
 
