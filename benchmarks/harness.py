@@ -183,7 +183,7 @@ def run_validate(path: Path, task: str, fp32: Path | None, data: dict, limit: in
 
     start = time.perf_counter()
     result = validate(path, task, reference=fp32, threads=THREADS, session_config=session_config or None,
-                      protocol=Protocol(limit=limit), **data)
+                      protocol=Protocol(limit=limit, batch_size=32), **data)  # the tables: batch 32
     return result, round(time.perf_counter() - start, 2)
 
 

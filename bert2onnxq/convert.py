@@ -20,7 +20,13 @@ from .errors import BadInput
 from .graph.apply import apply_plan, apply_splits_fp32
 from .graph.locate import check_quantizable
 from .methods import ConvertOptions, get_method
-from .onnx_io import atomic_output, check_writable_file, load_ir, save_onnx, write_atomic
+from .onnx_io import (
+    atomic_output,
+    check_writable_file,
+    load_ir,
+    save_onnx,
+    write_atomic,
+)
 from .plan import QuantPlan, check_kernels, check_plan_fits
 from .quantize import quantize_plan, split_weights_fp32
 
@@ -56,13 +62,17 @@ def convert(
     plan_out: Path | None = None,
     calibrate=None,
     progress=None,
+    card=None,
+    save_dir_config: str | None = None,
 ) -> dict:
     """Convert an FP32 ONNX (or an HF model, exported first) into a quantized ONNX at `output`.
 
     `calibrate(fp32_path, activation_names, samples=None, moments=False) -> {name: ChannelObserver}`
     (analyse.activations) observes activations on calibration data, for static ranges, activation
     OCS and GPTQ's input moments;
-    `progress(label, total) -> advance(n)` shows long analyses (Q-BERT's Hessian).
+    `progress(label, total) -> advance(n)` shows long analyses (Q-BERT's Hessian);
+    `card(model_path, summary) -> str` writes the model card `<stem>.md` (moved into place with the model);
+    `save_dir_config`: the config.json text of an Optimum folder.
     """
     output = Path(output)
     if output.suffix != ".onnx":
@@ -90,16 +100,47 @@ def convert(
         if plan_out is not None:  # beside the model: moved into place with it by atomic_output
             beside = Path(plan_out).parent.resolve() == output.parent.resolve()
             write_atomic(tmp / Path(plan_out).name if beside else Path(plan_out), plan.to_json())
-    size = output.stat().st_size
-    ideal = plan.ideal_bytes() + fp32_rest
-    container_ideal = plan.ideal_bytes(container=True) + fp32_rest
-    return {"output": str(output), "plan": plan, "bytes": size, "ideal_bytes": ideal, "size_vs_ideal": size / ideal,
-            "container_ideal_bytes": container_ideal, "size_vs_container_ideal": size / container_ideal}
+        size = (tmp / output.name).stat().st_size
+        ideal = plan.ideal_bytes() + fp32_rest
+        container_ideal = plan.ideal_bytes(container=True) + fp32_rest
+        summary = {"output": str(output), "plan": plan, "bytes": size, "ideal_bytes": ideal, "size_vs_ideal": size / ideal,
+                   "container_ideal_bytes": container_ideal, "size_vs_container_ideal": size / container_ideal}
+        if save_dir_config is not None:  # an Optimum folder: the model's config.json beside it
+            (tmp / "config.json").write_text(save_dir_config)
+        if card is not None:  # written with the model, so a failing card never costs the old output
+            (tmp / output.with_suffix(".md").name).write_text(card(tmp / output.name, summary))
+            summary["card"] = str(output.with_suffix(".md"))
+    return summary
+
+
+def save_dir_config(source: str) -> str:
+    """The config.json an Optimum folder needs: the source folder's, the one beside an .onnx, or the
+    one of the Hugging Face model it was exported from."""
+    from .onnx_io import model_metadata
+
+    path = Path(source)
+    candidates = [path / "config.json"] if path.is_dir() else []
+    if path.suffix == ".onnx" and path.is_file():
+        candidates.append(path.parent / "config.json")
+        origin = model_metadata(path).get("source_model")
+        if origin:
+            candidates.append(Path(origin) / "config.json")
+    for c in candidates:
+        if c.is_file():
+            return c.read_text()
+    if not path.exists() and not source.endswith(".onnx"):  # a hub id: exported on the fly, its config too
+        from .export import load_hf_model
+
+        return load_hf_model(source).model.config.to_json_string()
+    raise BadInput(f"--save-dir needs the model's config.json, which is not beside '{source}' nor in the model it was "
+                   "exported from: convert from the Hugging Face folder or from an 'export --save-dir' folder")
 
 
 def _fp32_source(source: str, tmp: Path) -> Path:
     """An FP32 .onnx path: the given file, or a fresh export of an HF model into `tmp`."""
     path = Path(source)
+    if path.is_dir() and (path / "model.onnx").is_file():  # export --save-dir's folder (or one of ours)
+        path = path / "model.onnx"
     if path.suffix == ".onnx":
         if not path.is_file():
             raise BadInput(f"'{source}' does not exist: pass an FP32 .onnx or a Hugging Face model folder")

@@ -59,23 +59,32 @@ def resolve_head(config, head: str | None) -> str:
 def load_hf_model(source: str, head: str | None = None) -> LoadedModel:
     """Load config, weights (fp32, eager attention) and fast tokenizer from a folder or hub id."""
     import torch
-    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-    from transformers import AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     path = Path(source)
+    local = {}
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
             raise BadInput(f"'{source}' is not a Hugging Face model folder (no config.json): pass a folder saved by save_pretrained")
         source = str(path.resolve())
+    elif _looks_like_path(source):
+        raise BadInput(f"'{source}' does not exist: pass a Hugging Face model folder (or a hub id such as bert-base-uncased)")
+    elif not hub_reachable():  # offline: only the local hub cache, without minutes of retries
+        local = {"local_files_only": True}
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, **local)
     except OSError as exc:
         if path.exists():
             raise BadInput(f"'{source}' has an unreadable config.json ({_first_line(exc)})") from None
-        raise BadInput(
-            f"could not load '{source}' from the Hugging Face hub (offline or unknown id): "
-            "pass a local model folder instead"
-        ) from None
+        if local:
+            raise BadInput(f"cannot reach the Hugging Face hub and '{source}' is not in the local cache: "
+                           "pass a local model folder (or run where huggingface.co is reachable)") from None
+        raise BadInput(f"'{source}' is not a model on the Hugging Face hub: check the id, or pass a local model folder") from None
     except ValueError as exc:
         raise BadInput(f"'{source}': {_first_line(exc)}") from None
     if config.model_type not in BERT_FAMILY:
@@ -85,8 +94,8 @@ def load_hf_model(source: str, head: str | None = None) -> LoadedModel:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = auto.from_pretrained(source, dtype=torch.float32, attn_implementation="eager")
-        tokenizer = AutoTokenizer.from_pretrained(source)
+            model = auto.from_pretrained(source, dtype=torch.float32, attn_implementation="eager", **local)
+        tokenizer = AutoTokenizer.from_pretrained(source, **local)
     except (OSError, ValueError) as exc:
         raise BadInput(f"could not load model or tokenizer from '{source}': {_first_line(exc)}") from None
     if not getattr(tokenizer, "is_fast", False):
@@ -232,6 +241,29 @@ def check_against_torch(onnx_path: Path, loaded: LoadedModel, texts=None) -> flo
             value, expected = value[mask], expected[mask]
         diffs.append(float(np.abs(value - expected).max()))
     return max(diffs)
+
+
+def _looks_like_path(source: str) -> bool:
+    """A hub id is `name` or `owner/name`; anything else the user typed is a path."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source or source.endswith(".onnx")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co answers (HF_HUB_OFFLINE=1 says no); also quiets the hub's retry log."""
+    import logging
+    import os
+    import socket
+
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    host, _, port = endpoint.partition(":")
+    try:
+        socket.create_connection((host, int(port or 443)), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _first_line(exc: Exception) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BadInput
-from .onnx_io import load_onnx
+from .onnx_io import load_onnx, model_metadata
 from .plan import QuantPlan
 
 _ENCODER = re.compile(r"encoder\.layer\.(\d+)\.(attention\.self\.query|attention\.self\.key|attention\.self\.value|"
@@ -189,6 +189,15 @@ def runtime_graph(path: Path, device: str = "cpu", config: dict | None = None) -
             "dequantize_linear_at_run_time": ops["DequantizeLinear"], "float_matmul_on_dequantized_weights": float_matmul_on_dq,
             "ocs_gathers": sum(1 for n in model.graph.node if n.op_type == "Gather" and n.name.endswith("_ocs_gather")),
             "dynamic_quantize_linear": ops["DynamicQuantizeLinear"]}
+
+
+def stored_plan(path: Path) -> str:
+    """The plan in the file's metadata, as the JSON --plan-out writes."""
+    meta = model_metadata(path)
+    if "plan" not in meta:
+        raise BadInput(f"'{path}' holds no bert2onnxq plan (an FP32 export, or written by another tool): "
+                       "only files from bert2onnxq convert have one")
+    return QuantPlan.from_json(meta["plan"]).to_json()
 
 
 def check_inspectable(path: Path) -> None:

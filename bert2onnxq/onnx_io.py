@@ -55,18 +55,26 @@ def atomic_output(target: Path):
     """
     target = Path(target)
     parent = target.parent
+    made = [p for p in (parent, *parent.parents) if not p.exists()]  # folders to remove again if the run fails
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
     except OSError as exc:
         raise BadInput(f"cannot write to '{parent}' ({exc.strerror}): choose a writable output path") from None
+    done = False
     try:
         yield tmp
         files = sorted(tmp.iterdir(), key=lambda f: f.name == target.name)
         for f in files:
             os.replace(f, parent / f.name)
+        done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made if not done else ():
+            try:
+                folder.rmdir()  # only if still empty
+            except OSError:
+                break
 
 
 def load_ir(path: Path) -> "ir.Model":

@@ -232,6 +232,14 @@ def default_kernel(t: TensorPlan, target: str, act_bits: int | None, group_kerne
     return "matmulnbits"
 
 
+NBITS_BLOCKS = (16, 32, 64, 128, 256)  # ORT fuses DequantizeLinear -> MatMul into MatMulNBits only at these
+
+
+def nbits_block_ok(group_size: int | None) -> bool:
+    """Whether ORT fuses blocks of `group_size` into MatMulNBits (else it runs float MatMuls on the DQ output)."""
+    return bool(group_size) and group_size >= 16 and group_size & (group_size - 1) == 0
+
+
 def check_kernels(plan: QuantPlan) -> None:
     """Fill kernels missing from older plans with the target's default; BadInput for impossible ones."""
     if plan.target not in TARGETS:
@@ -247,3 +255,7 @@ def check_kernels(plan: QuantPlan) -> None:
             raise BadInput(f"the plan runs '{t.name}' on the int8 GEMM, which needs target cpu and 8-bit activations")
         if (t.kernel == "int8-requant") != (t.granularity == "group" and int8):
             raise BadInput(f"the plan's kernel '{t.kernel}' for '{t.name}' does not fit its {t.granularity} granularity")
+        if t.kernel == "matmulnbits" and t.granularity == "group" and not nbits_block_ok(t.group_size):
+            raise BadInput(f"group size {t.group_size} cannot run on ONNX Runtime's MatMulNBits (its blocks are powers of "
+                           f"two from 16: {', '.join(map(str, NBITS_BLOCKS))}): choose one of those, or "
+                           "--group-kernel int8 (CPU with 8-bit activations; any group size)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -97,6 +98,41 @@ def numerics_options(config: dict[str, str]) -> dict[str, str]:
         "graph_optimization_level": "ORT_ENABLE_ALL"}
 
 
+@functools.lru_cache(maxsize=1)
+def known_config_keys() -> frozenset[str]:
+    """The session config keys this onnxruntime build knows: ORT accepts any key and silently ignores
+    unknown ones, and exposes no list, so they are read from its library's string table (empty if unreadable)."""
+    import re
+
+    import onnxruntime as ort
+
+    keys: set[str] = set()
+    for lib in (Path(ort.__file__).parent / "capi").glob("libonnxruntime.so*"):
+        try:
+            data = lib.read_bytes()
+        except OSError:
+            continue
+        keys |= {m.decode() for m in re.findall(
+            rb"(?<![A-Za-z0-9_.])((?:session|optimization|mlas|ep)\.[a-z0-9_]+(?:\.[a-z0-9_]+)*)\x00", data)}
+    return frozenset(keys)
+
+
+def check_session_config(config: dict[str, str] | None) -> None:
+    """BadInput for a key ONNX Runtime would ignore without a word (a typo, or an option of another version)."""
+    if not config:
+        return
+    import difflib
+
+    import onnxruntime as ort
+
+    known = known_config_keys()
+    for key in config:
+        if known and key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise BadInput(f"--session-config key '{key}' is unknown to onnxruntime {ort.__version__} (it would be ignored)"
+                           + (f": did you mean '{close[0]}'?" if close else ": see onnxruntime_session_options_config_keys.h"))
+
+
 def session_options(threads: int = 0, config: dict[str, str] | None = None, optimized_path: Path | None = None):
     """The SessionOptions every bert2onnxq session uses: all graph optimizations, quiet logging."""
     import onnxruntime as ort
@@ -141,6 +177,7 @@ def make_runner(model_path: Path, device: str = "cpu", threads: int = 0, config:
             f"device '{device}' needs {provider}, which this onnxruntime build lacks: "
             "install onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu"
         )
+    check_session_config(config)
     options = session_options(threads, config, optimized_path)
     providers = [provider] if device == "cpu" else [provider, "CPUExecutionProvider"]
     try:

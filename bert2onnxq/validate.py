@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import BadInput
-from .onnx_io import load_onnx, load_tokenizer, model_metadata  # noqa: F401  (re-exported)
+from .onnx_io import check_writable_file, load_onnx, load_tokenizer, model_metadata, write_atomic
 from .runtime import make_runner
 from .tasks import get_task
 
@@ -27,7 +27,7 @@ class Protocol:
     doc_stride: int = 128
     n_best: int = 20
     max_answer_length: int = 30
-    batch_size: int = 32
+    batch_size: int | None = None  # None: batch_rule(file) -- 1 where activation ranges depend on the batch
     limit: int | None = None
 
 
@@ -158,20 +158,27 @@ def validate(
     subset: Subset | None = None,
     reference_cache: ReferenceCache | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    force: bool = False,
+    predictions_out: Path | None = None,
 ) -> dict:
     """Score `model_path` on `task_name` with the official metric; with `reference`, both models.
 
     `subset` picks the examples (default: the whole dev split); `reference_cache` reuses the
     reference's run when the same file was already scored on the same features and settings.
     `progress(label, total)` returns a per-batch callback (the CLI passes a rich progress bar).
+    Class ids are mapped to the task's by the file's label names; names that are not the task's are
+    refused unless `force` (then ids are taken by position). `predictions_out`: the model's predictions
+    in the task's submission format (written atomically).
     """
     protocol = protocol or Protocol()
     subset = subset or Subset()
+    if predictions_out is not None:
+        check_writable_file(Path(predictions_out), "--predictions")
     task = get_task(task_name)
     meta = model_metadata(Path(model_path))
-    _check_head(task, meta, model_path)
+    mappings = {str(model_path): _check_head(task, meta, model_path, force)}
     if reference is not None:
-        _check_head(task, model_metadata(Path(reference)), reference)
+        mappings[str(reference)] = _check_head(task, model_metadata(Path(reference)), reference, force)
     tokenizer = load_tokenizer(Path(model_path), meta, tokenizer_dir)
     examples = subset.select(task.load_examples(data_dir=data_dir, data_file=data_file, split=subset.split,
                                                 limit=protocol.limit))
@@ -182,9 +189,10 @@ def validate(
 
     def score(path: Path, label: str, cache: ReferenceCache | None = None) -> tuple[dict, dict, list, dict]:
         key = None
+        batch, rule = (protocol.batch_size, f"batch {protocol.batch_size}, as given") if protocol.batch_size else batch_rule(Path(path))
         if cache is not None:
             settings = {"device": device, "threads": threads, "config": session_config or {},
-                        "protocol": asdict(protocol), "task": task.name}
+                        "protocol": {**asdict(protocol), "batch_size": batch}, "task": task.name}
             key = cache.key(Path(path), encoded.features, settings)
             hit = cache.get(key)
             if hit is not None:
@@ -192,11 +200,15 @@ def validate(
         runner = make_runner(Path(path), device, threads, session_config)
         tick = progress(label, len(encoded.features)) if progress else None
         start = time.perf_counter()
-        outputs = runner.run_features(encoded.features, protocol.batch_size, tokenizer.pad_token_id or 0, tick)
+        outputs = runner.run_features(encoded.features, batch, tokenizer.pad_token_id or 0, tick)
         seconds = time.perf_counter() - start
         predictions = task.predict(encoded, outputs, n_best=protocol.n_best, max_answer_length=protocol.max_answer_length)
+        mapping = mappings[str(path)][0]
+        if mapping and any(i != j for i, j in mapping.items()):  # the model's ids, in the task's order
+            predictions = [mapping[p] for p in predictions]
         metrics = task.metrics(examples, predictions)
-        info = {"path": str(path), "metrics": metrics, "runtime": runner.describe(), "seconds": round(seconds, 2)}
+        info = {"path": str(path), "metrics": metrics, "runtime": runner.describe(), "seconds": round(seconds, 2),
+                "batch_size": batch, "batch_rule": rule}
         if cache is not None:
             cache.put(key, Scored(info, outputs, predictions, metrics))
         return info, outputs, predictions, metrics
@@ -208,6 +220,7 @@ def validate(
         "features": len(encoded.features),
         "protocol": {**protocol.__dict__, "max_length": max_length, "padding": "per batch, length-sorted"},
         "primary_metric": task.primary_metric,
+        "labels": mappings[str(model_path)][1],
     }
     # the cache holds reference runs: the model's run is one when it is the reference (or none is given,
     # e.g. a sweep scoring its FP32 export first)
@@ -215,6 +228,10 @@ def validate(
     info, outputs, predictions, metrics = score(Path(model_path), Path(model_path).name,
                                                 reference_cache if model_is_reference else None)
     result["model"] = info
+    if predictions_out is not None:
+        write_atomic(Path(predictions_out), task.predictions_text(examples, predictions))
+        result["predictions_file"] = str(predictions_out)
+    result["protocol"].update(batch_size=info["batch_size"], batch_rule=info["batch_rule"])
     if reference is not None:
         ref_info, ref_outputs, ref_predictions, ref_metrics = score(Path(reference), Path(reference).name, reference_cache)
         result["reference"] = ref_info
@@ -226,6 +243,16 @@ def validate(
     return result
 
 
+def batch_rule(path: Path) -> tuple[int, str]:
+    """The batch whose numbers a deployment gets: 1 where activations are quantized over the whole
+    padded batch (DynamicQuantizeLinear: its range depends on what else is in the batch), else 32
+    (per-token or static ranges, FP32: the batch changes nothing beyond float rounding)."""
+    model = load_onnx(Path(path), load_external_data=False)
+    if any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node):
+        return 1, "batch 1: activation ranges are per batch (DynamicQuantizeLinear), so batch 1 is what a one-request service gets"
+    return 32, "batch 32: no activation range depends on the batch"
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()
@@ -233,15 +260,26 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_head(task, meta: dict, path: Path) -> None:
+def _check_head(task, meta: dict, path: Path, force: bool = False) -> tuple[dict | None, str]:
+    """BadInput unless the file's head fits the task; (model id -> task id, how it was matched)."""
     head = meta.get("head")
     if head is None:
-        return  # not exported by us: let the run tell
+        return None, "by position (the file has no bert2onnxq metadata)"
     if head != task.head:
         raise BadInput(f"'{path}' has a {head} head but task '{task.name}' needs {task.head}: pick a matching --task")
     labels = json.loads(meta.get("labels") or "null")
-    if task.head == "classification" and labels is not None and len(labels) != task.num_labels:
+    if task.head != "classification" or labels is None:
+        return None, "n/a"
+    if len(labels) != task.num_labels:
         raise BadInput(f"'{path}' predicts {len(labels)} labels but task '{task.name}' has {task.num_labels}: pick a matching --task")
+    from .tasks.glue import label_mapping
+
+    mapping, how = label_mapping(task, labels)
+    if mapping is None:
+        if not force:
+            raise BadInput(f"'{path}': {how}: pick the task it was trained for, or --force to score its ids by position")
+        return None, f"by position, forced ({how})"
+    return mapping, how
 
 
 def agreement(predictions: list, reference: list, head: str) -> float | None:

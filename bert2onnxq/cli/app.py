@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from contextlib import contextmanager
 
 import click
@@ -21,8 +23,10 @@ from rich.progress import (
 from .. import __version__
 from ..errors import BadInput
 
-err = Console(stderr=True)
-out = Console()
+# Outside a terminal (CI logs, redirects) rich would wrap at 80 columns and animate nothing: print whole
+# lines instead, and progress as plain lines.
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, soft_wrap=not sys.stderr.isatty())
+out = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=not sys.stdout.isatty())
 TASKS = ("sst2", "mrpc", "cola", "stsb", "qnli", "rte", "wnli", "mnli", "mnli-mm", "qqp", "squad")
 
 
@@ -36,9 +40,18 @@ class Command(cloup.Command):
             # escape: messages may hold brackets (pip extras, lists) that rich would take as markup
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            err.print("[bold red]interrupted[/]: no output was written")
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            err.print(f"[bold red]{'terminated' if isinstance(exc, Terminated) else 'interrupted'}[/]: "
+                      "no output was written (temporary files removed)")
+            sys.exit(143 if isinstance(exc, Terminated) else 130)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every temporary file is removed on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -54,13 +67,18 @@ def main():
       bert2onnxq bench out/lq8/model.onnx --vs out/fp32/model.onnx --threads 2
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 @contextmanager
 def progress_bars(enabled: bool):
-    """A factory of per-batch callbacks backed by one rich progress display (on stderr)."""
+    """A factory of per-step callbacks, `factory(label, total) -> advance(n)`, drawn on stderr: rich bars in
+    a terminal, a plain line at every tenth of the work (and at the end) in a log."""
     if not enabled:
         yield None
+        return
+    if not err.is_terminal:
+        yield _log_progress
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bars:
@@ -68,6 +86,30 @@ def progress_bars(enabled: bool):
             task_id = bars.add_task(label, total=total)
             return lambda n: bars.advance(task_id, n)
         yield factory
+
+
+def _log_progress(label: str, total: int):
+    state = {"done": 0, "shown": 0, "start": time.monotonic()}
+
+    def advance(n: int) -> None:
+        state["done"] += n
+        tenth = 10 * state["done"] // max(total, 1)
+        if tenth > state["shown"] or state["done"] >= total:
+            state["shown"] = tenth
+            err.print(f"{label}: {state['done']}/{total} ({time.monotonic() - state['start']:.0f} s)", highlight=False)
+    return advance
+
+
+@contextmanager
+def status(text: str):
+    """A spinner in a terminal; in a log, one line when done, with how long it took. Yields `update(text)`."""
+    if err.is_terminal:
+        with err.status(text) as spinner:
+            yield spinner.update
+        return
+    start = time.monotonic()  # printed when done, so that a failing step still ends in one error line
+    yield lambda text: None
+    err.print(f"{text.rstrip(' .')}: done in {time.monotonic() - start:.0f} s", highlight=False)
 
 
 def quiet_transformers():

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .app import Command, err, key_value, main, out
+from .app import Command, key_value, main, out, status
 
 
 @main.command(cls=Command)
@@ -46,7 +46,8 @@ def bench(model, others, batches, seqs, threads, device, warmup, rounds, runs_pe
       bert2onnxq bench out/fp32/model.onnx --vs out/lq8/model.onnx --vs out/q4/model.onnx --batch 1 --batch 8 --seq 128
       bert2onnxq bench out/lq8/model.onnx --rounds 20 --no-memory --json > bench.json
     """
-    from ..bench import BenchSettings, bench as run_bench
+    from ..bench import BenchSettings
+    from ..bench import bench as run_bench
 
     config = tuple(key_value(item) for item in session_config)
     models = [model, *others]
@@ -56,9 +57,9 @@ def bench(model, others, batches, seqs, threads, device, warmup, rounds, runs_pe
             settings = BenchSettings(batch=batch, seq=seq, threads=threads, device=device, warmup=warmup, rounds=rounds,
                                      runs_per_round=runs_per_round, memory=memory, check_numerics=check_numerics,
                                      config=config)
-            with err.status(f"timing {len(models)} model(s), batch {batch}, sequence {seq} ...") as status:
+            with status(f"timing {len(models)} model(s), batch {batch}, sequence {seq} ...") as update:
                 report = run_bench(models, settings,
-                                   progress=lambda i, n: status.update(f"batch {batch}, sequence {seq}: round {i}/{n}"))
+                                   progress=lambda i, n: update(f"batch {batch}, sequence {seq}: round {i}/{n}"))
             reports.append(report)
             if not as_json:
                 print_report(report)

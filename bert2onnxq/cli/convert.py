@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import click
 import cloup
 
 from ..methods import COMMON, METHODS, OWN, REGISTRY, convert_options, owners
-from .app import TASKS, Command, err, main, out, progress_bars, quiet_transformers
+from .app import (
+    TASKS,
+    Command,
+    err,
+    main,
+    out,
+    progress_bars,
+    quiet_transformers,
+    status,
+)
 
 
 def _bit_list(ctx, param, value):
@@ -39,8 +49,11 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
 @cloup.option_group(
     "Input and output",
     cloup.option("--model", "source", required=True,
-                 help="FP32 .onnx from 'export', or an HF model folder / hub id (exported first)."),
-    cloup.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Quantized .onnx to write."),
+                 help="FP32 .onnx from 'export' (or export's --save-dir folder), or an HF model folder / hub id (exported first)."),
+    cloup.option("-o", "--output", type=click.Path(path_type=Path), help="Quantized .onnx to write."),
+    cloup.option("--save-dir", type=click.Path(path_type=Path),
+                 help="Instead of -o: a folder Optimum's ORTModelFor* classes load (model.onnx, config.json, tokenizer, "
+                      "model card; the plan with --plan-out)."),
     cloup.option("--plan", "plan_in", type=click.Path(path_type=Path), help="Apply a saved plan (no method options)."),
     cloup.option("--plan-out", type=click.Path(path_type=Path), help="Also write the plan as JSON."),
     cloup.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
@@ -182,6 +195,7 @@ def convert(**p):
       bert2onnxq convert --model out/fp32/model.onnx --method ocs --bits 3 --ocs-ratio 0.02 --clip aciq -o out/ocs3.onnx
       bert2onnxq convert --model out/fp32/model.onnx --method ocs --bits 4 --ocs-activations --task sst2 --data-dir ../shared/data/glue -o out/ocs4a.onnx
       bert2onnxq convert --model out/fp32/model.onnx --plan plan.json -o out/again.onnx
+      bert2onnxq convert --model out/squad-ort --bits 4 --granularity group --save-dir out/squad-q4-ort
       bert2onnxq convert --model out/fp32/model.onnx --bits 4 --granularity group --group-kernel int8 -o out/q4-int8.onnx
       bert2onnxq convert --model out/fp32/model.onnx --bits 4 --granularity group --target cuda -o out/q4-cuda.onnx
       bert2onnxq convert --model out/fp32/model.onnx --max-drop 1 --task sst2 --data-dir ../shared/data/glue -o out/best/model.onnx
@@ -200,6 +214,7 @@ def convert(**p):
 
     quiet_transformers()
     ctx = click.get_current_context()
+    config_json = _output_or_save_dir(p)
     if p["target"] == "cuda" and ctx.get_parameter_source("act_bits").name == "DEFAULT":
         p["act_bits"] = "none"  # CUDA graphs are weight-only unless the user insists (and gets a one-line error)
     if p["max_drop"] is not None:
@@ -209,18 +224,20 @@ def convert(**p):
     calibrate = _calibrator(p)
     source, output, plan_out = p["source"], p["output"], p["plan_out"]
     gptq = (plan.rounding if plan else {}).get("method") == "gptq" or (plan is None and options.rounding == "gptq")
+    card = partial(card_text, source, plan_out)
     if (options.method == "qbert" and plan is None) or gptq:  # the Hessian and GPTQ show their own progress bars
         with progress_bars(enabled=True) as factory:
-            summary = run_convert(source, output, options, plan_out=plan_out, calibrate=calibrate, progress=factory)
+            summary = run_convert(source, output, options, plan_out=plan_out, calibrate=calibrate, progress=factory,
+                                  card=card, save_dir_config=config_json)
     else:
-        with err.status("quantizing ..."):
-            summary = run_convert(source, output, options, plan=plan, plan_out=plan_out, calibrate=calibrate)
+        with status("quantizing ..."):
+            summary = run_convert(source, output, options, plan=plan, plan_out=plan_out, calibrate=calibrate, card=card,
+                                  save_dir_config=config_json)
     plan = summary.pop("plan")
     summary["plan_summary"] = plan.summary()
     summary["ocs"] = plan.ocs_overhead()
     if plan.analysis:
         summary["analysis"] = plan.analysis
-    summary["card"] = write_card(source, output, plan, summary, plan_out)
     if p["as_json"]:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -231,6 +248,21 @@ def convert(**p):
               f"{summary['ideal_bytes'] / 2**20:.2f} MiB (bits x params / 8 + scales + FP32 rest), "
               f"{summary['size_vs_container_ideal']:.3f}x at container bits")
     out.print(f"model card: {summary['card']}")
+
+
+def _output_or_save_dir(p: dict) -> str | None:
+    """Set p["output"] from -o or --save-dir; the config.json text a --save-dir folder gets."""
+    from ..convert import save_dir_config
+    from ..errors import BadInput
+
+    if (p["output"] is None) == (p["save_dir"] is None):
+        raise BadInput("give exactly one of -o/--output FILE.onnx or --save-dir DIR")
+    if p["save_dir"] is None:
+        return None
+    if p["max_drop"] is not None:
+        raise BadInput("--max-drop writes -o FILE.onnx with its plan, search path and card: use -o with it")
+    p["output"] = Path(p["save_dir"]) / "model.onnx"
+    return save_dir_config(p["source"])
 
 
 def _calibrator(p: dict):
@@ -244,7 +276,7 @@ def _calibrator(p: dict):
         n = samples or calib_samples
         what = "inputs (X^T X) of " if moments else ""
         tokens = f" (at least {min_tokens} tokens)" if min_tokens else ""
-        with err.status(f"calibrating {what}{len(names)} activations on {n} {task} train samples{tokens} ..."):
+        with status(f"calibrating {what}{len(names)} activations on {n} {task} train samples{tokens} ..."):
             return observe_activations(fp32_path, names, task, samples=n, data_dir=p["data_dir"],
                                        data_file=p["calib_file"], moments=moments, min_tokens=min_tokens)
     return calibrate
@@ -293,26 +325,25 @@ def flat_from_cli(p: dict, method: str | None) -> dict:
     return flat
 
 
-def write_card(source, output, plan, summary, plan_out) -> str:
-    """The deployment card beside the output: plan, size and the runtime that loads it (not validated here)."""
+def card_text(source, plan_out, model_path: Path, summary: dict) -> str:
+    """The deployment card: plan, size and the runtime that loads it (not validated here)."""
     import sys
 
-    from ..onnx_io import write_atomic
     from ..report import model_card
     from ..runtime import make_runner
 
-    runtime = make_runner(Path(output)).describe()  # also proves ONNX Runtime loads the file
+    plan = summary["plan"]
+    runtime = make_runner(Path(model_path)).describe()  # also proves ONNX Runtime loads the file
     fp32 = source if str(source).endswith(".onnx") else None
     if fp32:
         from ..onnx_io import file_bytes
 
-        summary = {**summary, "fp32_bytes": file_bytes(Path(fp32))}
-    card = model_card(title=plan.summary().split(":", 1)[0] + " conversion", source=source, fp32=fp32, plan=plan,
+        summary = {**summary, "fp32_bytes": file_bytes(Path(fp32)), "ocs": plan.ocs_overhead()}
+    else:
+        summary = {**summary, "ocs": plan.ocs_overhead()}
+    return model_card(title=plan.summary().split(":", 1)[0] + " conversion", source=source, fp32=fp32, plan=plan,
                       summary=summary, runtime=runtime, command="bert2onnxq convert " + " ".join(sys.argv[2:]),
                       plan_file=str(plan_out) if plan_out else None)
-    path = Path(output).with_suffix(".md")
-    write_atomic(path, card)
-    return str(path)
 
 
 def _max_drop(p: dict, flat: dict):
@@ -359,7 +390,17 @@ def _max_drop(p: dict, flat: dict):
                               roundings=tuple(_csv(p["search_rounding"])), calibrate=_calibrator(p), log=log)
     if as_json:
         click.echo(json.dumps(record, indent=2))
-        return
+    else:
+        _print_max_drop(record)
+    if not record["report"]["within_budget"]:  # the search data passed, the report data did not
+        err.print(f"[bold red]not within budget:[/] on the report data the drop is "
+                  f"{record['report']['drop'][record['primary_metric']]:+.2f} points, more than --max-drop "
+                  f"{record['max_drop']:g}; the file was written (see its model card): search on more data "
+                  "(--search-samples, --search-file) or allow a larger drop", soft_wrap=True)
+        sys.exit(3)
+
+
+def _print_max_drop(record: dict) -> None:
     rep, ch, uni = record["report"], record["chosen"], record["best_uniform"]
     primary = record["primary_metric"]
     out.print(f"[green]wrote[/] {record['output']}: {ch['label']} ({ch['bytes'] / 2**20:.2f} MiB; best uniform "

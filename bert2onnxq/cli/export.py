@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from .app import Command, err, main, out, quiet_transformers
+from .app import Command, main, out, quiet_transformers, status
+
 
 @main.command(cls=Command)
 @click.option("--model", "source", required=True, help="Hugging Face model folder or hub id (hub needs network).")
@@ -35,7 +36,7 @@ def export(source, output, save_dir, head, opset, external_data_threshold, as_js
     from ..export import export as run_export
 
     quiet_transformers()
-    with err.status("exporting with torch.onnx ..."):
+    with status("exporting with torch.onnx ..."):
         summary = run_export(source, output, save_dir=save_dir, head=head, opset=opset,
                              external_data_threshold=external_data_threshold)
     if as_json:

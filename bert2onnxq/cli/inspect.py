@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .app import Command, err, key_value, main
+from .app import Command, key_value, main, status
 
 out = Console(width=160)  # wide tables stay readable when piped
 
@@ -21,8 +21,10 @@ out = Console(width=160)  # wide tables stay readable when piped
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Provider whose session optimizations --runtime reports.")
 @click.option("--session-config", multiple=True, metavar="KEY=VALUE", help="ONNX Runtime session config entry (repeatable).")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Print only the plan stored in the file (JSON, as --plan-out writes it; convert --plan re-applies it).")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
-def inspect(model, runtime, device, session_config, as_json):
+def inspect(model, runtime, device, session_config, plan_only, as_json):
     """Show what a BERT ONNX file holds and what ONNX Runtime runs for it.
 
     \b
@@ -36,12 +38,16 @@ def inspect(model, runtime, device, session_config, as_json):
       bert2onnxq inspect out/lq8/model.onnx
       bert2onnxq inspect out/q4/model.onnx --no-runtime --json
       bert2onnxq inspect out/ort-dynamic.onnx
+      bert2onnxq inspect out/q4/model.onnx --plan > plan.json
     """
-    from ..inspect import check_inspectable, inspect_model
+    from ..inspect import check_inspectable, inspect_model, stored_plan
 
     check_inspectable(model)
+    if plan_only:
+        click.echo(stored_plan(model))
+        return
     config = dict(key_value(item) for item in session_config)
-    with err.status("inspecting ..."):
+    with status("inspecting ..."):
         result = inspect_model(model, runtime=runtime, device=device, config=config)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .app import TASKS, Command, err, main, out, quiet_transformers
+from .app import TASKS, Command, err, main, out, progress_bars, quiet_transformers
 
 
 def _csv(value: str) -> list[str]:
@@ -82,8 +81,7 @@ def sweep(source, task, output_dir, methods, bits, granularity, group_size, ocs_
                 ocs_ratios=tuple(float(r) for r in _csv(ocs_ratio)) if _ratios_ok(ocs_ratio) else (),
                 extra=tuple(parse_setting(s) for s in settings))
     command = "bert2onnxq sweep " + " ".join(sys.argv[2:])
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=False, disable=as_json) as bars:
+    with progress_bars(enabled=not as_json) as bars:
         state = {}
 
         def on_event(kind, payload):
@@ -93,11 +91,11 @@ def sweep(source, task, output_dir, methods, bits, granularity, group_size, ocs_
             elif kind == "plan":
                 if payload["skipped"]:
                     err.print(f"resuming: {len(payload['skipped'])} of {len(payload['cells'])} cells already done")
-                state["bar"] = bars.add_task("cells", total=len(payload["todo"]))
+                state["bar"] = bars("cells", len(payload["todo"])) if bars else (lambda n: None)
             elif kind == "hessian":
                 err.print("Q-BERT: computing the Hessian of every encoder layer on train batches (once per sweep) ...")
             elif kind == "cell":
-                bars.advance(state["bar"])
+                state["bar"](1)
                 if payload["status"] != "ok":
                     err.print(f"  [red]{payload['id']}: {payload['error']}[/]")
                     return

@@ -1,12 +1,33 @@
 """Quantization numerics on plain numpy arrays (no onnx, no torch): ranges, scales, packing, ACIQ."""
 
 from .aciq import DISTRIBUTIONS, gauss_mse, laplace_mse, optimal_alpha
-from .ocs import (ActivationSplit, OCSSplit, activation_split, grid_aware, num_splits, ocs_params, ocs_split,
-                  replay_splits, split_order)
-from .packing import container_bits, container_bytes, ideal_bytes, pack, unpack
-from .quant import (GRANULARITIES, QuantParams, aciq_params, container, dequantize, expand_scale, int_range,
-                    lq_params, mse, neuron_groups, quantize, weight_ranges)
 from .gptq import dynamic_quantize
+from .ocs import (
+                  ActivationSplit,
+                  OCSSplit,
+                  activation_split,
+                  grid_aware,
+                  num_splits,
+                  ocs_params,
+                  ocs_split,
+                  replay_splits,
+                  split_order,
+)
+from .packing import container_bits, container_bytes, ideal_bytes, pack, unpack
+from .quant import (
+                  GRANULARITIES,
+                  QuantParams,
+                  aciq_params,
+                  container,
+                  dequantize,
+                  expand_scale,
+                  int_range,
+                  lq_params,
+                  mse,
+                  neuron_groups,
+                  quantize,
+                  weight_ranges,
+)
 from .runtime import fold_ocs, requantize_int8
 
 __all__ = ["DISTRIBUTIONS", "GRANULARITIES", "QuantParams", "aciq_params", "container", "container_bits",

@@ -16,8 +16,14 @@ import onnx_ir as ir
 from .. import numerics
 from ..analyse.activations import activation_readers, activation_split
 from ..errors import BadInput
-from ..numerics.gptq import (GPTQSettings, expand_moment, gptq_quantize, input_aware_target, output_error,
-                             output_error_quantized_inputs)
+from ..numerics.gptq import (
+    GPTQSettings,
+    expand_moment,
+    gptq_quantize,
+    input_aware_target,
+    output_error,
+    output_error_quantized_inputs,
+)
 from ..onnx_io import weight_array
 from ..plan import QuantPlan, TensorPlan
 from .tensor import QuantizedTensor

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -61,7 +62,6 @@ def convert_max_drop(
     from ..convert import convert
     from ..latency import latency_ratio
     from ..onnx_io import check_writable, file_bytes
-    from ..onnx_io import write_atomic
     from ..report import model_card
     from ..sweep import prepare_fp32
     from ..tasks import get_task
@@ -119,13 +119,16 @@ def convert_max_drop(
             raise BadInput(f"no candidate is within {max_drop:g} points of FP32 on the search data (the closest, "
                            f"{best.label}, drops {best.drop:.2f}): allow a larger --max-drop or add bit widths")
         chosen = result.chosen
-        summary = convert(str(fp32), output, plan=copy.deepcopy(chosen.plan), calibrate=calibrate)
+        staged = work / "final"  # every output is written here and moved into place at the end, model last
+        model_file = staged / output.name
+        summary = convert(str(fp32), model_file, plan=copy.deepcopy(chosen.plan), calibrate=calibrate)
         plan = summary["plan"]
         summary["fp32_bytes"] = file_bytes(fp32)
+        summary["output"] = str(output)
         # the report: the full dev data, never used by the search unless --search-data dev says so
-        final = validate(output, task, reference=fp32, threads=threads, protocol=Protocol(), reference_cache=cache,
+        final = validate(model_file, task, reference=fp32, threads=threads, protocol=Protocol(), reference_cache=cache,
                          data_dir=data_dir, data_file=data_file)
-        measured = {"validation": final, "latency": latency_ratio(output, fp32) if latency else None}
+        measured = {"validation": final, "latency": latency_ratio(model_file, fp32) if latency else None}
         uniform_dev = None
         if chosen is not result.best_uniform:  # how much the mixed stage bought, on the report data too
             upath = work / "uniform" / "model.onnx"
@@ -135,12 +138,13 @@ def convert_max_drop(
             uniform_dev = {"bytes": usummary["bytes"], "metrics": uval["model"]["metrics"], "drop": uval["comparison"]["drop"]}
         held_out = None
         if search_data == "dev-half" and search_file is None:  # the half of dev the search never scored
-            half = validate(output, task, reference=fp32, threads=threads, subset=Subset(half=1), reference_cache=cache,
+            half = validate(model_file, task, reference=fp32, threads=threads, subset=Subset(half=1), reference_cache=cache,
                             data_dir=data_dir, data_file=data_file)
             held_out = {"data": half["data"]["description"], "examples": half["examples"],
                         "metrics": half["model"]["metrics"], "drop": half["comparison"]["drop"]}
         plan_path = Path(plan_out) if plan_out else output.with_suffix(".plan.json")
-        write_atomic(plan_path, plan.to_json())
+        beside = plan_path.parent.resolve() == output.parent.resolve()
+        (staged / plan_path.name if beside else plan_path.with_name(f".{plan_path.name}.staged")).write_text(plan.to_json())
         dev_drop = final["comparison"]["drop"][primary]
         split_note = (" The search used the same dev data as this report, so the reported drop is optimistic "
                       "(selected on the data it is measured on)." if search_data == "dev" and search_file is None else
@@ -157,13 +161,13 @@ def convert_max_drop(
         card = model_card(title=f"smallest file within {max_drop:g} points of FP32 ({chosen.label})",
                           source=source, fp32=str(fp32) if fp32_kept else None, plan=plan, summary=summary,
                           measured=measured, search={"text": text}, command=command, plan_file=str(plan_path))
-        write_atomic(output.with_suffix(".md"), card)
+        (staged / output.with_suffix(".md").name).write_text(card)
         from ..report import layer_bits, plot_layer_bits
 
         lb = layer_bits(plan)
         plot = output.with_suffix(".layer_bits.png")
         if lb["mixed"]:  # where the bits went, per layer
-            plot_layer_bits([{"status": "ok", "variant": chosen.label, "layer_bits": lb}], plot,
+            plot_layer_bits([{"status": "ok", "variant": chosen.label, "layer_bits": lb}], staged / plot.name,
                             title=f"{output.name}: weight bits per encoder layer")
         record = {"output": str(output), "task": task, "max_drop": max_drop, "primary_metric": primary,
                   "search_data": data_text, "fp32_search_metric": result.fp32_metric,
@@ -181,9 +185,13 @@ def convert_max_drop(
                              "latency_ratio": measured["latency"]["ratio"] if measured["latency"] else None},
                   "files": {"model": str(output), "plan": str(plan_path), "card": str(output.with_suffix(".md")),
                             "search": str(output.with_suffix(".search.json")),
-                            **({"layer_bits_plot": str(plot)} if plot.is_file() and lb["mixed"] else {})},
+                            **({"layer_bits_plot": str(plot)} if lb["mixed"] else {})},
                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command}
-        write_atomic(output.with_suffix(".search.json"), json.dumps(record, indent=1))
+        (staged / output.with_suffix(".search.json").name).write_text(json.dumps(record, indent=1))
+        if not beside:
+            os.replace(plan_path.with_name(f".{plan_path.name}.staged"), plan_path)
+        for f in sorted(staged.iterdir(), key=lambda f: f.name == output.name):
+            os.replace(f, output.parent / f.name)
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -20,17 +20,31 @@ def execute(cells: list, setup, jobs: int, executor: str, ray_address: str | Non
             yield run_cell(cell, setup)
     else:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        # spawn: fresh interpreters, no forked ONNX Runtime thread pools
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(run_cell, cell, setup) for cell in cells]
-            try:
-                for future in as_completed(futures):
-                    yield future.result()
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        # spawn: fresh interpreters, no forked ONNX Runtime thread pools. Workers leave Ctrl-C to this
+        # process, which stops them at once (terminate: SIGTERM, on which they remove their temporary files).
+        pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_signals)
+        try:
+            yield from pool.imap_unordered(_run_one, [(run_cell, cell, setup) for cell in cells])
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
+
+
+def _worker_signals() -> None:
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # unwinds: finally blocks clean up
+
+
+def _run_one(job):
+    run_cell, cell, setup = job
+    return run_cell(cell, setup)
 
 
 def _import_ray():

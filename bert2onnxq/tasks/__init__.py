@@ -8,7 +8,12 @@ from __future__ import annotations
 from bert2onnxq.errors import BadInput
 from bert2onnxq.tasks.base import Encoded, Task
 from bert2onnxq.tasks.glue import GLUE_DIR_ENV, GlueExample, GlueTask, glue_metrics
-from bert2onnxq.tasks.squad import SquadExample, SquadTask, normalize_answer, squad_scores
+from bert2onnxq.tasks.squad import (
+    SquadExample,
+    SquadTask,
+    normalize_answer,
+    squad_scores,
+)
 
 TASK_NAMES: tuple[str, ...] = ("sst2", "mrpc", "cola", "stsb", "qnli", "rte", "wnli", "mnli", "mnli-mm", "qqp",
                                "squad")

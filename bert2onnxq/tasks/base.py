@@ -46,6 +46,10 @@ class Task:
     def reference(self, examples) -> list:
         raise NotImplementedError
 
+    def predictions_text(self, examples, predictions) -> str:
+        """The predictions in the task's submission format (SQuAD: {id: answer} JSON; GLUE: index/prediction TSV)."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 

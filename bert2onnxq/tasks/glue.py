@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bert2onnxq.errors import BadInput
-from bert2onnxq.tasks.base import (Encoded, Task, check_limit, check_split, existing_file, hub_split,
-                                   percent, tokenizer_inputs)
+from bert2onnxq.tasks.base import (
+    Encoded,
+    Task,
+    check_limit,
+    check_split,
+    existing_file,
+    hub_split,
+    percent,
+    tokenizer_inputs,
+)
 
 GLUE_DIR_ENV = "GLUE_DIR"
 NLI2 = {"entailment": 0, "not_entailment": 1}
@@ -35,29 +44,30 @@ class GlueSpec:
     num_labels: int
     metric: str
     skip_malformed: bool = False  # QQP train has rows with missing fields; HF skips them too
+    label_names: tuple[str, ...] = ()  # the names of ids 0, 1, ... (HF glue dataset features)
 
 
 SPECS = {
     "sst2": GlueSpec("SST-2", "dev.tsv", "sst2", "validation", ("sentence", None), True, 0, None, 1, None, 2,
-                     "accuracy"),
+                     "accuracy", label_names=("negative", "positive")),
     "cola": GlueSpec("CoLA", "dev.tsv", "cola", "validation", ("sentence", None), False, 3, None, 1, None, 2,
-                     "matthews_correlation"),
+                     "matthews_correlation", label_names=("unacceptable", "acceptable")),
     "mrpc": GlueSpec("MRPC", "dev.tsv", "mrpc", "validation", ("sentence1", "sentence2"), True, 3, 4, 0, None, 2,
-                     "f1"),
+                     "f1", label_names=("not_equivalent", "equivalent")),
     "stsb": GlueSpec("STS-B", "dev.tsv", "stsb", "validation", ("sentence1", "sentence2"), True, 7, 8, -1, None, 1,
                      "pearson"),
     "qnli": GlueSpec("QNLI", "dev.tsv", "qnli", "validation", ("question", "sentence"), True, 1, 2, -1, NLI2, 2,
-                     "accuracy"),
+                     "accuracy", label_names=("entailment", "not_entailment")),
     "rte": GlueSpec("RTE", "dev.tsv", "rte", "validation", ("sentence1", "sentence2"), True, 1, 2, -1, NLI2, 2,
-                    "accuracy"),
+                    "accuracy", label_names=("entailment", "not_entailment")),
     "wnli": GlueSpec("WNLI", "dev.tsv", "wnli", "validation", ("sentence1", "sentence2"), True, 1, 2, -1, None, 2,
-                     "accuracy"),
+                     "accuracy", label_names=("not_entailment", "entailment")),
     "mnli": GlueSpec("MNLI", "dev_matched.tsv", "mnli", "validation_matched", ("premise", "hypothesis"), True, 8, 9,
-                     -1, NLI3, 3, "accuracy"),
+                     -1, NLI3, 3, "accuracy", label_names=("entailment", "neutral", "contradiction")),
     "mnli-mm": GlueSpec("MNLI", "dev_mismatched.tsv", "mnli", "validation_mismatched", ("premise", "hypothesis"),
-                        True, 8, 9, -1, NLI3, 3, "accuracy"),
+                        True, 8, 9, -1, NLI3, 3, "accuracy", label_names=("entailment", "neutral", "contradiction")),
     "qqp": GlueSpec("QQP", "dev.tsv", "qqp", "validation", ("question1", "question2"), True, 3, 4, 5, None, 2, "f1",
-                    skip_malformed=True),
+                    skip_malformed=True, label_names=("not_duplicate", "duplicate")),
 }
 
 
@@ -180,8 +190,42 @@ class GlueTask(Task):
     def reference(self, examples) -> list:
         return [e.label for e in examples]
 
+    def predictions_text(self, examples, predictions) -> str:
+        """The GLUE submission TSV: `index<TAB>prediction`, labels written as the task's files write them."""
+        names = {i: name for name, i in self.spec.labels.items()} if self.spec.labels else None
+        rows = ["index\tprediction"]
+        for e, p in zip(examples, predictions):
+            rows.append(f"{e.id}\t{names[p] if names else (f'{p:.3f}' if self.head == 'regression' else p)}")
+        return "\n".join(rows) + "\n"
+
     def metrics(self, examples, predictions) -> dict[str, float]:
         return glue_metrics(self.name, self.reference(examples), predictions)
+
+
+SYNONYMS = {"neg": "negative", "pos": "positive", "not_paraphrase": "not_equivalent", "paraphrase": "equivalent",
+            "contradictory": "contradiction", "entails": "entailment", "non_entailment": "not_entailment",
+            "not_acceptable": "unacceptable", "duplicate_question": "duplicate"}
+
+
+def _canonical(name: str) -> str:
+    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    return SYNONYMS.get(key, key)
+
+
+def label_mapping(task: GlueTask, id2label: dict) -> tuple[dict[int, int] | None, str]:
+    """Model id -> task id, matched by the model's label names; (None, why) when the names are not the task's.
+
+    Unnamed labels (LABEL_0, 0, ...) cannot be checked and are taken in the task's order."""
+    names = {int(k): v for k, v in id2label.items()}
+    task_ids = {n: i for i, n in enumerate(task.spec.label_names)}
+    if all(re.fullmatch(r"(label_)?\d+", str(v).strip().lower()) for v in names.values()):
+        return {i: i for i in names}, "by position (the model's labels are unnamed)"
+    mapped = {i: task_ids.get(_canonical(v)) for i, v in names.items()}
+    if None in mapped.values() or len(set(mapped.values())) != len(task_ids):
+        return None, (f"the model's labels ({', '.join(str(names[i]) for i in sorted(names))}) are not task "
+                      f"{task.name}'s ({', '.join(task.spec.label_names)})")
+    identity = all(i == j for i, j in mapped.items())
+    return mapped, "by name" + ("" if identity else " (the model's label order differs from the task's: remapped)")
 
 
 def _logits(outputs) -> list:

@@ -11,8 +11,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bert2onnxq.errors import BadInput
-from bert2onnxq.tasks.base import (Encoded, Task, check_limit, check_split, existing_file, hub_split,
-                                   require_fast, tokenizer_inputs)
+from bert2onnxq.tasks.base import (
+    Encoded,
+    Task,
+    check_limit,
+    check_split,
+    existing_file,
+    hub_split,
+    require_fast,
+    tokenizer_inputs,
+)
 
 
 @dataclass
@@ -49,6 +57,10 @@ class SquadTask(Task):
         examples = examples_from_json(dataset, str(path), limit)
         if not examples:
             raise BadInput(f"{path} holds no questions; pass a SQuAD v1.1 json file")
+        unanswered = [e.id for e in examples if not e.answers]
+        if unanswered and split == "dev":  # the official v1.1 script cannot score them (SQuAD v2's unanswerable ones)
+            raise BadInput(f"{path}: {len(unanswered)} of {len(examples)} questions have no answers (first: id "
+                           f"{unanswered[0]}); SQuAD v1.1 scores only answered questions: is this SQuAD v2? Remove them")
         return examples
 
     def _load_hub(self, split: str, limit: int | None) -> list[SquadExample]:
@@ -107,6 +119,10 @@ class SquadTask(Task):
 
     def reference(self, examples) -> list[list[str]]:
         return [list(e.answers) for e in examples]
+
+    def predictions_text(self, examples, predictions) -> str:
+        """What the official evaluate-v1.1.py reads: {question id: answer text}."""
+        return json.dumps({e.id: p for e, p in zip(examples, predictions)}, ensure_ascii=False, indent=1)
 
     def metrics(self, examples, predictions) -> dict[str, float]:
         if len(examples) != len(predictions):
