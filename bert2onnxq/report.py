@@ -316,3 +316,75 @@ def write_results(out: Path, rows: list[dict], manifest: dict) -> dict:
     write_atomic(out / "results.md", results_markdown(rows, manifest, plots))
     files.update(json=str(out / "results.json"), csv=str(out / "results.csv"), markdown=str(out / "results.md"))
     return files
+
+
+def conversion_card(source, plan_out, command: str, model_path: Path, summary: dict) -> str:
+    """The card `convert` writes beside its output: plan, size and the runtime that loads it (not validated)."""
+    from .onnx_io import file_bytes
+    from .runtime import make_runner
+
+    plan = summary["plan"]
+    runtime = make_runner(Path(model_path)).describe()  # also proves ONNX Runtime loads the file
+    fp32 = source if str(source).endswith(".onnx") else None
+    summary = {**summary, "ocs": plan.ocs_overhead(), **({"fp32_bytes": file_bytes(Path(fp32))} if fp32 else {})}
+    return model_card(title=plan.summary().split(":", 1)[0] + " conversion", source=source, fp32=fp32, plan=plan,
+                      summary=summary, runtime=runtime, command=command, plan_file=str(plan_out) if plan_out else None)
+
+
+# sensitivity
+
+
+def sensitivity_markdown(report: dict) -> str:
+    """The ranked table of `bert2onnxq sensitivity`."""
+    p, modes = report["primary_metric"], report["modes"]
+    full = report["full"]
+    lines = [f"# Sensitivity of `{report['plan_summary']}`", "",
+             f"Task `{report['task']}`, {report['data']}; FP32 {p} {report['fp32_metric']:.2f}, the whole plan "
+             f"{full['metric']:.2f} (drop {full['drop']:+.2f}, agreement {_fmt(full['agreement'])}%, logit rel. RMS "
+             f"{full['logit_rel_rms']:.4f}). Ranked by the output (logit) error of the unit quantized alone, then its drop: the metric on a sample moves by whole examples.", ""]
+    if report.get("command"):
+        lines += [f"Command: `{report['command']}`", ""]
+    header = ["rank", "unit"]
+    for m in modes:
+        what = "alone (rest FP32)" if m == "only" else "all but it"
+        header += [f"{what}: drop", "agree %", "logit err"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---:", "---"] + ["---:"] * (3 * len(modes))) + "|"]
+    rows = {r["unit"]: r for r in report["rows"]}
+    for i, unit in enumerate(report["ranking"], 1):
+        r = rows[unit]
+        cells = [str(i), unit]
+        for m in modes:
+            cells += [f"{r[m]['drop']:+.2f}", _fmt(r[m]["agreement"]), f"{r[m]['logit_rel_rms']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    kept = report.get("keep_worst")
+    if kept:
+        lines += ["", f"Keeping the worst {len(kept['units'])} FP32 ({', '.join(kept['units'])}; "
+                      f"`--skip {' --skip '.join(kept['skip'])}`): {p} {kept['metric']:.2f}, drop {kept['drop']:+.2f} "
+                      f"(whole plan {full['drop']:+.2f}), {kept['bytes'] / MIB:.2f} MiB vs {full['bytes'] / MIB:.2f} MiB. "
+                      f"Plan: `{kept['plan']}`. Chosen on the same sample it is scored on: validate it on other data."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_sensitivity(report: dict, path: Path) -> None:
+    """Per unit: the drop quantized alone and with all but it quantized."""
+    from matplotlib.figure import Figure
+
+    rows = report["rows"]
+    fig = Figure(figsize=(max(6.0, 0.35 * len(rows) + 2), 4.2), dpi=120)
+    ax = fig.subplots()
+    width = 0.8 / len(report["modes"])
+    for i, mode in enumerate(report["modes"]):
+        label = "this unit alone quantized" if mode == "only" else "all but this unit quantized"
+        ax.bar([j + i * width for j in range(len(rows))], [r[mode]["drop"] for r in rows], width, label=label)
+    ax.axhline(report["full"]["drop"], color="gray", linestyle="--", linewidth=1, label="whole plan")
+    ax.set_xticks([j + width * (len(report["modes"]) - 1) / 2 for j in range(len(rows))])
+    ax.set_xticklabels([r["unit"].removeprefix("layer ") for r in rows], rotation=60 if len(rows) > 12 else 0, fontsize=7)
+    ax.set_xlabel("encoder layer" + (" and role" if report["by"] == "role" else ""))
+    ax.set_ylabel(f"{report['primary_metric']} drop vs FP32 (points)")
+    ax.set_title(f"{report['task']}: {report['plan_summary'].split(':')[0]} sensitivity", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    write_atomic(path, buf.getvalue())

@@ -29,8 +29,10 @@ def tiny_feeds(batch=2, seq=11, vocab=60, seed=0) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
-def make_tiny_bert(folder: Path, head: str = "classification", num_layers: int = 2, seed: int = 0) -> Path:
-    """Save a random 2-layer BERT (hidden 32, 4 heads) and a fast tokenizer into `folder`."""
+def make_tiny_bert(folder: Path, head: str = "classification", num_layers: int = 2, seed: int = 0,
+                   labels: tuple[str, ...] | None = None) -> Path:
+    """Save a random 2-layer BERT (hidden 32, 4 heads) and a fast tokenizer into `folder`
+    (classification: 3 unnamed labels, or `labels`)."""
     import torch
     from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertTokenizerFast
 
@@ -39,9 +41,12 @@ def make_tiny_bert(folder: Path, head: str = "classification", num_layers: int =
              *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    num_labels = {"classification": 3, "regression": 1, "question-answering": 2}[head]
+    num_labels = len(labels) if labels else {"classification": 3, "regression": 1, "question-answering": 2}[head]
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=4,
                         intermediate_size=64, max_position_embeddings=128, num_labels=num_labels)
+    if labels:
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {name: i for i, name in enumerate(labels)}
     if head == "regression":
         config.problem_type = "regression"
     torch.manual_seed(seed)

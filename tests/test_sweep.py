@@ -267,3 +267,32 @@ def test_qbert_cells_share_one_hessian(stsb, tmp_path):
     again = run_sweep(str(stsb["fp32"]), out, "stsb", ["qbert"], [4, 3], data_dir=stsb["glue"], latency=False,
                       threads=1, on_event=lambda kind, payload: events.append(kind))
     assert not again["ran"] and len(again["skipped"]) == 2 and events.count("hessian") == 1
+
+
+def _slow_cell(cell, setup):
+    """A cell for the pool test: the first finishes at once, the others only after 5 s (then leave a mark)."""
+    import time as _time
+    from pathlib import Path as _Path
+
+    if cell == 0:
+        return {"cell": 0}
+    _time.sleep(5)
+    (_Path(setup) / f"ran-{cell}").write_text("")
+    return {"cell": cell}
+
+
+def test_interrupted_local_pool_stops_at_once(tmp_path):
+    """Ctrl-C while `--jobs 2` runs: the workers are stopped, no further cell starts or finishes."""
+    import time
+
+    from bert2onnxq.sweep.execute import execute
+
+    first = None
+    with pytest.raises(KeyboardInterrupt):
+        for row in execute(list(range(6)), str(tmp_path), 2, "local", None, _slow_cell, None):
+            assert row == {"cell": 0}
+            first = time.monotonic()
+            raise KeyboardInterrupt
+    assert time.monotonic() - first < 2.5  # not the 5 s the running cells would take
+    time.sleep(6)
+    assert not list(tmp_path.glob("ran-*"))

@@ -88,6 +88,11 @@ def progress_bars(enabled: bool):
         yield factory
 
 
+def log_progress():
+    """Plain progress lines for a log (None in a terminal, where a spinner or bar is already shown)."""
+    return None if err.is_terminal else _log_progress
+
+
 def _log_progress(label: str, total: int):
     state = {"done": 0, "shown": 0, "start": time.monotonic()}
 

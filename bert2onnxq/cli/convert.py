@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -10,16 +11,8 @@ import click
 import cloup
 
 from ..methods import COMMON, METHODS, OWN, REGISTRY, convert_options, owners
-from .app import (
-    TASKS,
-    Command,
-    err,
-    main,
-    out,
-    progress_bars,
-    quiet_transformers,
-    status,
-)
+from ..report import conversion_card
+from .app import TASKS, Command, err, log_progress, main, out, progress_bars, quiet_transformers, status
 
 
 def _bit_list(ctx, param, value):
@@ -224,7 +217,7 @@ def convert(**p):
     calibrate = _calibrator(p)
     source, output, plan_out = p["source"], p["output"], p["plan_out"]
     gptq = (plan.rounding if plan else {}).get("method") == "gptq" or (plan is None and options.rounding == "gptq")
-    card = partial(card_text, source, plan_out)
+    card = partial(conversion_card, source, plan_out, "bert2onnxq convert " + " ".join(sys.argv[2:]))
     if (options.method == "qbert" and plan is None) or gptq:  # the Hessian and GPTQ show their own progress bars
         with progress_bars(enabled=True) as factory:
             summary = run_convert(source, output, options, plan_out=plan_out, calibrate=calibrate, progress=factory,
@@ -278,7 +271,8 @@ def _calibrator(p: dict):
         tokens = f" (at least {min_tokens} tokens)" if min_tokens else ""
         with status(f"calibrating {what}{len(names)} activations on {n} {task} train samples{tokens} ..."):
             return observe_activations(fp32_path, names, task, samples=n, data_dir=p["data_dir"],
-                                       data_file=p["calib_file"], moments=moments, min_tokens=min_tokens)
+                                       data_file=p["calib_file"], moments=moments, min_tokens=min_tokens,
+                                       progress=log_progress())
     return calibrate
 
 
@@ -325,30 +319,7 @@ def flat_from_cli(p: dict, method: str | None) -> dict:
     return flat
 
 
-def card_text(source, plan_out, model_path: Path, summary: dict) -> str:
-    """The deployment card: plan, size and the runtime that loads it (not validated here)."""
-    import sys
-
-    from ..report import model_card
-    from ..runtime import make_runner
-
-    plan = summary["plan"]
-    runtime = make_runner(Path(model_path)).describe()  # also proves ONNX Runtime loads the file
-    fp32 = source if str(source).endswith(".onnx") else None
-    if fp32:
-        from ..onnx_io import file_bytes
-
-        summary = {**summary, "fp32_bytes": file_bytes(Path(fp32)), "ocs": plan.ocs_overhead()}
-    else:
-        summary = {**summary, "ocs": plan.ocs_overhead()}
-    return model_card(title=plan.summary().split(":", 1)[0] + " conversion", source=source, fp32=fp32, plan=plan,
-                      summary=summary, runtime=runtime, command="bert2onnxq convert " + " ".join(sys.argv[2:]),
-                      plan_file=str(plan_out) if plan_out else None)
-
-
 def _max_drop(p: dict, flat: dict):
-    import sys
-
     from ..errors import BadInput
     from ..search import convert_max_drop
     from ..sweep import Grid, canonical

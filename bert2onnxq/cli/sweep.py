@@ -110,7 +110,7 @@ def sweep(source, task, output_dir, methods, bits, granularity, group_size, ocs_
                                batch_size=batch_size,
                                max_length=max_length, jobs=jobs, executor=executor, ray_address=ray_address,
                                threads=threads, latency=latency, keep_models=keep_models, command=command,
-                               on_event=on_event)
+                               on_event=on_event, progress=bars)
         except KeyboardInterrupt:
             # unlike other commands, a sweep keeps what it finished: say so, and how to go on
             done = len(list((Path(output_dir) / "cells").glob("*.json")))

@@ -139,14 +139,15 @@ def cell_options(cell: Cell, setup: Setup) -> ConvertOptions:
     return options
 
 
-def qbert_hessian(fp32: Path, out: Path, task: str, data_dir: Path | None, calib_file: Path | None) -> Path:
+def qbert_hessian(fp32: Path, out: Path, task: str, data_dir: Path | None, calib_file: Path | None,
+                  progress=None) -> Path:
     """The Hessian record of the sweep's model (computed once, on train batches; reused on resume)."""
     path = Path(out) / "qbert-hessian.json"
     if not path.is_file():
         from ..analyse.hessian_record import HessianSettings, export_hessian_record
 
         settings = HessianSettings(task=task, data_dir=data_dir, calib_file=calib_file)
-        write_atomic(path, json.dumps(export_hessian_record(fp32, settings), indent=1))
+        write_atomic(path, json.dumps(export_hessian_record(fp32, settings, progress), indent=1))
     return path
 
 
@@ -256,6 +257,7 @@ def run_sweep(
     keep_models: bool = True,
     command: str = "",
     on_event: Callable[[str, dict], None] | None = None,
+    progress=None,
 ) -> dict:
     """Run every missing cell and rebuild the result files; returns {ran, skipped, failed, files, ...}.
 
@@ -311,7 +313,7 @@ def run_sweep(
     emit("plan", {"cells": [c.id for c in cells], "todo": [c.id for c in todo], "skipped": [c.id for c in cells if c.id in done]})
     if any(c.method == "qbert" for c in todo):
         emit("hessian", {})
-        setup = replace(setup, hessian=str(qbert_hessian(fp32, out, task, data_dir, calib_file)))
+        setup = replace(setup, hessian=str(qbert_hessian(fp32, out, task, data_dir, calib_file, progress)))
     ran, failed = [], []
 
     def record(row: dict) -> None:
