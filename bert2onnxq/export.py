@@ -16,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .errors import BadInput
+from .hub import hub_reachable
 from .onnx_io import atomic_output, load_onnx, save_onnx
 
 OPSET = 21  # INT4 and blocked DequantizeLinear need 21; passes that write INT2 raise it to 25
@@ -246,24 +247,6 @@ def check_against_torch(onnx_path: Path, loaded: LoadedModel, texts=None) -> flo
 def _looks_like_path(source: str) -> bool:
     """A hub id is `name` or `owner/name`; anything else the user typed is a path."""
     return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source or source.endswith(".onnx")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether huggingface.co answers (HF_HUB_OFFLINE=1 says no); also quiets the hub's retry log."""
-    import logging
-    import os
-    import socket
-
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
-    host, _, port = endpoint.partition(":")
-    try:
-        socket.create_connection((host, int(port or 443)), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _first_line(exc: Exception) -> str:

@@ -56,6 +56,8 @@ CASES = [
      "predicts 3 labels"),
     ("validate-label-names", "an SST-2 model (negative/positive) on RTE", "validate {named} --task rte --data-dir {glue}",
      2, "are not task rte's"),
+    ("validate-offline-no-data", "no --data-dir and no network (the hub's GLUE copy): no retries",
+     "validate {named} --task sst2", 2, "cannot reach the Hugging Face hub"),
     ("validate-no-task-data", "--data-dir without the task's folder", "validate {cls} --task mnli --data-dir {glue}", 2,
      "MNLI"),
     ("validate-unanswered-squad", "SQuAD questions without answers (SQuAD v2 style)",

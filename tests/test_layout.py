@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bert2onnxq"
 # The stages in the order the data flows; a module may import its own rank or a lower one.
 # graph.locate only reads the exported graph (which tensors are weights): every stage uses it.
 RANKS = [
-    ("base", ["errors", "numerics", "plan", "onnx_io", "tasks", "runtime", "latency", "graph.locate"]),
+    ("base", ["errors", "hub", "numerics", "plan", "onnx_io", "tasks", "runtime", "latency", "graph.locate"]),
     ("export", ["export"]),
     ("analyse", ["analyse"]),
     ("decide", ["methods"]),

@@ -74,12 +74,26 @@ def existing_file(path, what: str) -> Path:
 
 def hub_split(path: str, config: str | None, split: str, hint: str):
     """Load a split from the Hugging Face hub; any failure (offline, no `datasets`) becomes BadInput."""
+    import os
+
+    from bert2onnxq.hub import hub_reachable
+
+    offline = not hub_reachable()
+    if offline:  # only the local datasets cache, without minutes of retries
+        os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         import datasets  # lazy: slow to import and only needed without local data
 
+        if offline:  # the hub libraries read the variable when first imported, maybe before us
+            import huggingface_hub.constants
+
+            huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
         args = (path, config) if config else (path,)
         return datasets.load_dataset(*args, split=split)
     except Exception as exc:  # offline shows up as many different exception types
+        if offline:
+            raise BadInput(f"cannot reach the Hugging Face hub and {path} ({config or 'default'}, {split}) is not in "
+                           f"the local cache; {hint}") from None
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise BadInput(f"could not load {path} ({config or 'default'}, {split}) from the Hugging Face hub "
                        f"({reason}); {hint}") from exc
