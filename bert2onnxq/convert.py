@@ -20,6 +20,7 @@ from .errors import BadInput
 from .graph.apply import apply_plan, apply_splits_fp32
 from .graph.locate import check_quantizable
 from .methods import ConvertOptions, get_method
+from .numerics import BIT_PACKED
 from .onnx_io import (
     atomic_output,
     check_writable_file,
@@ -37,7 +38,10 @@ def decide(model: ir.Model, options: ConvertOptions, *, source: str = "", progre
     method = get_method(options.method)
     sites = check_quantizable(model)
     analysis = method.analyse(model, source, sites, options, progress) if method.analyse else None
-    return method.decide(model, sites, options, analysis)
+    plan = method.decide(model, sites, options, analysis)
+    for t in plan.weights:  # after the method: Q-BERT and mixed plans decide each tensor's bits
+        t.storage = "bits" if options.pack_bits and t.bits in BIT_PACKED else ""
+    return plan
 
 
 def quantize_and_apply(model: ir.Model, plan: QuantPlan, moments: dict | None = None, progress=None) -> ir.Model:

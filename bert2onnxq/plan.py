@@ -54,6 +54,7 @@ class TensorPlan:
     ocs_channels: list[int] = field(default_factory=list)  # original input channel of each appended row
     ocs_form: str = ""  # OCS only: fold | gather (see OCS_FORMS); "" = decide when applied
     kernel: str = ""  # see KERNELS; "" = the target's default, decided when applied
+    storage: str = ""  # "bits": bit-packed bytes, unpacked at load (3/5/6/7 bits); "" = the ONNX container
     stats: dict = field(default_factory=dict)  # scale statistics, clipped fraction, weight MSE
     groups: int | None = None  # neuron-group: ranges per matrix (runs of output columns)
     heads: int | None = None  # neuron-group on query/key/value: runs never straddle these attention heads
@@ -71,7 +72,8 @@ class TensorPlan:
         rows_added: the OCS rows stored (default: this weight's own splits; QuantPlan adds its activation's).
         """
         scales = self.stats.get("num_scales", 1)
-        bits = (2 if self.bits <= 2 else 4 if self.bits <= 4 else 8) if container else self.bits
+        stored = self.bits if self.storage == "bits" else 2 if self.bits <= 2 else 4 if self.bits <= 4 else 8
+        bits = stored if container else self.bits
         rows = len(self.ocs_channels) if rows_added is None else rows_added
         params = self.num_params + rows * self.shape[1]
         return (params + (0 if self.symmetric else scales)) * bits / 8 + scales * scale_bytes
@@ -152,8 +154,8 @@ class QuantPlan:
     def ideal_bytes(self, scale_bytes: int = 4, container: bool = False) -> float:
         """Bits x params / 8 + scales (+ zero points) of every quantized tensor (OCS rows included).
 
-        `container=True` counts the bits of the storage type (3 -> 4, 5..7 -> 8): ONNX has no INT3,
-        so that is the best a standard file can do; the nominal figure is the paper's.
+        `container=True` counts the bits as stored: the ONNX container (3 -> 4, 5..7 -> 8; ONNX has no
+        INT3), or the nominal bits for bit-packed tensors (storage "bits"); the nominal figure is the paper's.
         """
         return sum(t.ideal_bytes(scale_bytes, container, self.rows_added(t)) for t in self.weights + self.embeddings)
 

@@ -3,7 +3,10 @@
 Rewrite rule, for each planned weight W feeding MatMul(x, W):
     MatMul(x, W)  =>  MatMul(x, DequantizeLinear(form(W_q), W_scale[, W_zero_point], axis, block_size))
 W_q is stored in the smallest container holding its bits (INT2 / INT4 / INT8, unsigned when
-asymmetric), packed as ONNX packs sub-byte types, so the file size shows the packing.
+asymmetric), packed as ONNX packs sub-byte types, so the file size shows the packing; 3/5/6/7-bit
+weights (plan storage "bits") are stored exactly that many bits each in uint8 bytes, and byte ops
+that ORT folds at load unpack them into that same container (`bit_packed_values`), so every form
+below runs on identical values.
 
 `form` (QuantizedTensor.form) is made of constant ops that ONNX Runtime folds at session start, so the
 file keeps the planned bits while the session runs the kernel the plan chose (plan.KERNELS):
@@ -30,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from ..numerics import container, pack
+from ..numerics import bit_offsets, container, pack, pack_bits
 from ..quantize.tensor import FORMS, QuantizedTensor
 
 _DTYPES = {name: getattr(ir.DataType, name.upper()) for name in ("int8", "uint8", "int4", "uint4", "int2", "uint2")}
@@ -76,15 +79,75 @@ def _zero_point_int8(graph: ir.Graph, nodes: list[ir.Node], base: str, values: n
     return _add(nodes, "Cast", [zp], f"{base}_zero_point_Cast", to=ir.DataType.INT8)
 
 
+def uint8_initializer(graph: ir.Graph, name: str, array) -> ir.Value:
+    array = np.asarray(array, dtype=np.uint8)
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.UINT8),
+                     const_value=ir.tensor(array, name=name))
+    graph.register_initializer(value)
+    return value
+
+
+def _int8_scalar(number: int):
+    def make(graph: ir.Graph, name: str) -> ir.Value:
+        value = ir.Value(name=name, shape=ir.Shape([]), type=ir.TensorType(ir.DataType.INT8),
+                         const_value=ir.tensor(np.int8(number), name=name))
+        graph.register_initializer(value)
+        return value
+    return make
+
+
+def _shared(graph: ir.Graph, name: str, make) -> ir.Value:
+    """One initializer per name for constants every tensor of a kind shares (the unpack tables)."""
+    return graph.initializers[name] if name in graph.initializers else make(graph, name)
+
+
+def bit_packed_values(graph: ir.Graph, nodes: list[ir.Node], base: str, values: np.ndarray, bits: int,
+                      signed: bool) -> ir.Value:
+    """`values` stored `bits` bits each (numerics.pack_bits; signed ones offset by 2^(bits-1)) and the
+    byte ops that unpack them into the container `integer_initializer` would have used: Gather the two
+    bytes each value lies in, BitShift, BitwiseAnd/Or, all uint8 (narrow intermediates: ORT keeps what
+    it folds), then Cast [- offset]. Constant-folded at session start into the same initializer."""
+    offset = 1 << (bits - 1) if signed else 0
+    stored = uint8_initializer(graph, f"{base}_quantized", pack_bits(np.asarray(values, np.int16) + offset, bits))
+    o, k = bit_offsets(bits), f"bit_unpack{bits}"
+    table = {"chunks": (int64_initializer, [-1, bits]), "lo": (int64_initializer, o["lo"]), "hi": (int64_initializer, o["hi"]),
+             "shift": (uint8_initializer, o["shift"]), "up": (uint8_initializer, o["up"]),
+             "straddles": (uint8_initializer, np.where(o["straddles"], 0xFF, 0)), "mask": (uint8_initializer, (1 << bits) - 1),
+             "flat": (int64_initializer, [-1]), "start": (int64_initializer, [0])}
+    c = {name: _shared(graph, f"{k}_{name}", lambda g, n, f=f, a=a: f(g, n, a)) for name, (f, a) in table.items()}
+    chunks = _add(nodes, "Reshape", [stored, c["chunks"]], f"{base}_unpack_Reshape")
+    low = _add(nodes, "Gather", [chunks, c["lo"]], f"{base}_unpack_lo_Gather", axis=1)
+    low = _add(nodes, "BitShift", [low, c["shift"]], f"{base}_unpack_down", direction="RIGHT")
+    high = _add(nodes, "Gather", [chunks, c["hi"]], f"{base}_unpack_hi_Gather", axis=1)
+    high = _add(nodes, "BitShift", [high, c["up"]], f"{base}_unpack_up", direction="LEFT")
+    high = _add(nodes, "BitwiseAnd", [high, c["straddles"]], f"{base}_unpack_high")
+    v = _add(nodes, "BitwiseOr", [low, high], f"{base}_unpack_Or")
+    v = _add(nodes, "BitwiseAnd", [v, c["mask"]], f"{base}_unpack_mask_And")
+    v = _add(nodes, "Reshape", [v, c["flat"]], f"{base}_unpack_flatten")
+    v = _add(nodes, "Slice", [v, c["start"], int64_initializer(graph, f"{base}_unpack_count", [values.size])],
+             f"{base}_unpack_Slice")
+    v = _add(nodes, "Reshape", [v, int64_initializer(graph, f"{base}_unpack_shape", list(values.shape))], f"{base}_unpack_values")
+    if signed:
+        v = _add(nodes, "Cast", [v], f"{base}_unpack_int8", to=ir.DataType.INT8)
+        v = _add(nodes, "Sub", [v, _shared(graph, f"{k}_offset", _int8_scalar(offset))], f"{base}_unpack_signed")
+    dtype = _DTYPES[container(bits, signed)]
+    if dtype.bitwidth < 8:
+        v = _add(nodes, "Cast", [v], f"{base}_unpack_container", f"{base}_unpacked", to=dtype)
+    return v
+
+
 def dequantize_nodes(graph: ir.Graph, t: QuantizedTensor) -> list[ir.Node]:
     """The nodes from `t`'s new quantized initializer to the float weight; the last one is the
     DequantizeLinear whose output, `<name>_dequantized`, the MatMul reads (module docstring)."""
     base, params = t.name, t.params
     if t.form not in FORMS:
         raise ValueError(f"unknown form {t.form!r}")
-    q = integer_initializer(graph, f"{base}_quantized", t.values, params.bits, params.symmetric)
-    zp_values = None if params.zero_point is None else np.asarray(params.zero_point)
     nodes: list[ir.Node] = []
+    if t.bit_packed:
+        q = bit_packed_values(graph, nodes, base, t.values, params.bits, params.symmetric)
+    else:
+        q = integer_initializer(graph, f"{base}_quantized", t.values, params.bits, params.symmetric)
+    zp_values = None if params.zero_point is None else np.asarray(params.zero_point)
     attributes = {} if params.axis is None else {"axis": params.axis}
     if t.form == "ocs-fold":
         # int8 all along: a wider type would hold 4x the weight's bytes per node while ORT folds

@@ -13,7 +13,17 @@ from .ocs import (
                   replay_splits,
                   split_order,
 )
-from .packing import container_bits, container_bytes, ideal_bytes, pack, unpack
+from .packing import (
+                  BIT_PACKED,
+                  bit_offsets,
+                  container_bits,
+                  container_bytes,
+                  ideal_bytes,
+                  pack,
+                  pack_bits,
+                  unpack,
+                  unpack_bits,
+)
 from .quant import (
                   GRANULARITIES,
                   QuantParams,
@@ -34,4 +44,5 @@ __all__ = ["DISTRIBUTIONS", "GRANULARITIES", "QuantParams", "aciq_params", "cont
            "container_bytes", "dequantize", "expand_scale", "gauss_mse", "ideal_bytes", "int_range",
            "laplace_mse", "lq_params", "mse", "neuron_groups", "ActivationSplit", "OCSSplit", "activation_split",
            "replay_splits", "split_order", "grid_aware", "num_splits", "ocs_params", "ocs_split", "optimal_alpha",
-           "pack", "quantize", "unpack", "weight_ranges", "fold_ocs", "requantize_int8", "dynamic_quantize"]
+           "pack", "quantize", "unpack", "weight_ranges", "fold_ocs", "requantize_int8", "dynamic_quantize",
+           "BIT_PACKED", "bit_offsets", "pack_bits", "unpack_bits"]

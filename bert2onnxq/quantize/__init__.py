@@ -87,7 +87,7 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) 
     if observed is not None:
         q, errors = _gptq(plan, t, w, matrix, params, q, index, act_split, observed)
     t.stats = {**_stats(matrix, q, params), **errors}
-    qt = QuantizedTensor(t.name, q, params, index)
+    qt = QuantizedTensor(t.name, q, params, index, bit_packed=t.storage == "bits")
     if t.kernel == "int8-requant":
         qt.form = "requant"
         q8, qt.requant = numerics.requantize_int8(q, params)

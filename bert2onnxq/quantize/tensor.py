@@ -22,3 +22,4 @@ class QuantizedTensor:
     form: str = "plain"  # plain | ocs-fold | requant (module docstring)
     load_as: str | None = None  # plain form: signed container name to Cast to at session start (int8, int4)
     requant: QuantParams | None = None  # requant form: the per-channel int8 params
+    bit_packed: bool = False  # stored `bits` bits each in uint8 bytes, unpacked by the graph at load
