@@ -40,8 +40,8 @@ def test_packed_files_equal_the_container_form(tiny_onnx, tmp_path, bits, granul
 
     src = str(tiny_onnx["classification"])
     options = dict(bits=bits, granularity=granularity, group_size=16, symmetric=symmetric)
-    container = convert(src, tmp_path / "c.onnx", convert_options(pack_bits=False, **options))
-    packed = convert(src, tmp_path / "p.onnx", convert_options(**options))
+    container = convert(src, tmp_path / "c.onnx", convert_options(**options))  # the default
+    packed = convert(src, tmp_path / "p.onnx", convert_options(pack_bits=True, **options))
     assert {t.storage for t in packed["plan"].weights} == {"bits"} and {t.storage for t in container["plan"].weights} == {""}
     feeds = tiny_feeds()
     assert np.array_equal(_run(tmp_path / "c.onnx", feeds), _run(tmp_path / "p.onnx", feeds))
@@ -64,7 +64,7 @@ def test_old_plans_keep_the_container(tiny_onnx, tmp_path):
     from bert2onnxq.plan import QuantPlan
 
     src = str(tiny_onnx["classification"])
-    plan = convert(src, tmp_path / "a.onnx", convert_options(bits=3))["plan"]
+    plan = convert(src, tmp_path / "a.onnx", convert_options(bits=3, pack_bits=True))["plan"]
     raw = json.loads(plan.to_json())
     for t in raw["weights"]:
         del t["storage"]  # as written before bit packing existed
@@ -83,7 +83,7 @@ def test_packed_minilm_is_at_its_nominal_size(tmp_path):
     fp32 = export(str(SHARED_MODELS / "minilm-l6-sst2"), tmp_path / "fp32" / "model.onnx")["output"]
     for bits, granularity in ((3, "channel"), (3, "group"), (5, "channel"), (6, "channel")):
         out = tmp_path / f"q{bits}{granularity}.onnx"
-        summary = convert(fp32, out, convert_options(bits=bits, granularity=granularity, group_size=32))
+        summary = convert(fp32, out, convert_options(bits=bits, granularity=granularity, group_size=32, pack_bits=True))
         assert summary["size_vs_ideal"] <= 1.03, (bits, granularity, summary["size_vs_ideal"])
         rt = runtime_graph(out)  # unpacked and folded at load: nothing of it left to run
         assert rt["dequantize_linear_at_run_time"] == 0 and rt["ops"].get("BitShift", 0) == 0

@@ -129,8 +129,9 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
                  help="Provider to write for: cpu (int8 GEMM with 8-bit activations, MatMulNBits for group-wise) or cuda "
                       "(weight-only DequantizeLinear -> MatMul that ORT fuses into CUDA MatMulNBits; no DynamicQuantizeLinear, "
                       "no int2 DequantizeLinear on CUDA, so activations stay float and INT2 is widened to INT4 at load)."),
-    cloup.option("--pack-bits/--no-pack-bits", default=True, show_default=True,
-                 help="Store 3/5/6/7-bit weights that many bits each (unpacked at session load), not in INT4/INT8."),
+    cloup.option("--pack-bits/--no-pack-bits", default=False, show_default=True,
+                 help="Store 3/5/6/7-bit weights that many bits each, not in INT4/INT8: a 15-30% smaller file, but "
+                      "ONNX Runtime's unpacking at load peaks at several times the memory (docs/commands.md)."),
     cloup.option("--group-kernel", type=click.Choice(["matmulnbits", "int8"]), default="matmulnbits", show_default=True,
                  help="cpu, group-wise weights: matmulnbits (exact group numerics, ORT MatMulNBits) or int8 (requantized per "
                       "output channel to int8 at session load: int8-GEMM speed, one more rounding of at most half an int8 step)."),

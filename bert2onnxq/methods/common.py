@@ -52,7 +52,7 @@ class ConvertOptions:
     gptq_act_order: bool = True  # gptq: round the most active input channels first
     gptq_tokens: int = 0  # gptq: calibrate on at least this many tokens (0: TOKENS_PER_INPUT x the widest input)
     gptq_inputs: str = "quantized"  # gptq, int8 kernels: round for the 8-bit inputs they see (quantized) or FP32 ones
-    pack_bits: bool = True  # 3/5/6/7-bit weights stored that many bits each (unpacked at load), not in INT4/INT8
+    pack_bits: bool = False  # 3/5/6/7-bit weights stored that many bits each (unpacked at load), not in INT4/INT8
 
     @property
     def method(self) -> str:
