@@ -1,6 +1,6 @@
 """Which layers hurt most at 3 and 2 bits: `bert2onnxq sensitivity` (per encoder layer, each alone and
 all-but-one, against FP32) on the three shared models, LQ per-channel 3-bit and group-32 2-bit weights
-with the default 8-bit activations and int8 embeddings; plus the plan that keeps the worst 2 layers FP32.
+with the default 8-bit activations and int8 embeddings; plus the plan that keeps the worst 2 layers at 8 bits.
 
     python benchmarks/sensitivity_table.py --json benchmarks/results/sensitivity/sensitivity_table.json \
         --markdown benchmarks/results/sensitivity/sensitivity_table.md
@@ -40,12 +40,12 @@ def run_model(name: str, shared: Path, work: Path, samples: int) -> list[dict]:
         report = run_sensitivity(fp32, task, plan, folder, samples=samples, keep_worst=2, threads=THREADS,
                                  command=f"bert2onnxq sensitivity --model FP32 --task {task} --bits {options['bits']}"
                                          + (" --granularity group --group-size 32" if "granularity" in options else "")
-                                         + f" --samples {samples} --keep-worst 2", **data)
+                                         + f" --samples {samples} --keep-worst 2 --keep-bits 8", **data)
         row = {"model": name, "setting": label, "report": str(folder / "sensitivity.md"), **{
             k: report[k] for k in ("primary_metric", "fp32_metric", "full", "ranking", "keep_worst", "rows", "data", "seconds")}}
         rows.append(row)
         err.print(f"{name} {label}: whole plan drop {report['full']['drop']:+.2f}; worst {', '.join(report['ranking'][:3])}; "
-                  f"keeping 2 FP32: {report['keep_worst']['drop']:+.2f} ({report['seconds']:.0f} s)")
+                  f"keeping 2 at 8 bits: {report['keep_worst']['drop']:+.2f} ({report['seconds']:.0f} s)")
     return rows
 
 
@@ -55,9 +55,10 @@ def markdown(report: dict) -> str:
              f"{report['environment']['onnxruntime']}. `bert2onnxq sensitivity` per encoder layer: the layer quantized "
              "alone (everything else FP32) and all but the layer, each scored against FP32 on the same seeded dev "
              "sample; ranked by the logit error of the layer alone. LQ weights, 8-bit dynamic activations, int8 "
-             "embeddings. Per-model reports (every layer, both modes, plots) are linked.", ""]
+             "embeddings; the worst 2 layers then kept at 8 bits (LQ per channel). Per-model reports (every layer, "
+             "both modes, plots) are linked.", ""]
     header = ["model", "weights", "sample", "FP32", "whole plan (drop, agree %)", "worst → least harmful (logit err alone)",
-              "worst 2 FP32: drop, MiB"]
+              "worst 2 at 8 bits: drop, MiB"]
     table = []
     for r in report["rows"]:
         rows = {x["unit"]: x for x in r["rows"]}
@@ -86,7 +87,7 @@ def main(models, shared, work, samples, json_path, md_path):
         save(report, json_path, md_path, markdown)
     table = [[r["model"], r["setting"], f"{r['full']['drop']:+.2f}", ", ".join(r["ranking"][:3]),
               f"{r['keep_worst']['drop']:+.2f}"] for r in report["rows"]]
-    out.print(console_table("which layers hurt most", ["model", "weights", "drop", "worst 3", "worst 2 FP32: drop"],
+    out.print(console_table("which layers hurt most", ["model", "weights", "drop", "worst 3", "worst 2 at 8 bits: drop"],
                             table, left=4))
 
 

@@ -358,8 +358,10 @@ def sensitivity_markdown(report: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     kept = report.get("keep_worst")
     if kept:
-        lines += ["", f"Keeping the worst {len(kept['units'])} FP32 ({', '.join(kept['units'])}; "
-                      f"`--skip {' --skip '.join(kept['skip'])}`): {p} {kept['metric']:.2f}, drop {kept['drop']:+.2f} "
+        how = (f"at {kept['bits']} bits (LQ per channel)" if kept.get("bits") else
+               f"FP32 (`--skip {' --skip '.join(kept['skip'])}`)")
+        lines += ["", f"Keeping the worst {len(kept['units'])} {how} ({', '.join(kept['units'])}): "
+                      f"{p} {kept['metric']:.2f}, drop {kept['drop']:+.2f} "
                       f"(whole plan {full['drop']:+.2f}), {kept['bytes'] / MIB:.2f} MiB vs {full['bytes'] / MIB:.2f} MiB. "
                       f"Plan: `{kept['plan']}`. Chosen on the same sample it is scored on: validate it on other data."]
     return "\n".join(lines) + "\n"

@@ -68,10 +68,14 @@ def test_run_ranks_by_logit_error_and_keeps_the_worst(tiny_sst2, tmp_path):
     assert errors == sorted(errors, reverse=True) and len(errors) == 3
     worst = rows[report["ranking"][0]]
     saved = json.loads((tmp_path / "keep-worst.plan.json").read_text())
-    kept_names = {t["name"] for t in saved["weights"]}
-    assert not kept_names & {t.name for t in plan.weights if t.layer == worst["layer"]}
-    assert len(kept_names) == len(plan.weights) - worst["tensors"]
-    assert report["keep_worst"]["skip"] == [worst["skip"]]
+    bits = {t["name"]: t["bits"] for t in saved["weights"]}  # the worst layer at 8 bits, the rest as planned
+    assert bits == {t.name: 8 if t.layer == worst["layer"] else 2 for t in plan.weights}
+    assert report["keep_worst"]["skip"] == [worst["skip"]] and report["keep_worst"]["bits"] == 8
+    fp32_kept = run_sensitivity(fp32, "sst2", plan, tmp_path / "fp32", samples=40, keep_worst=1, keep_bits=None,
+                                modes=("only",), data_dir=glue)
+    saved = json.loads((tmp_path / "fp32" / "keep-worst.plan.json").read_text())
+    worst = {r["unit"]: r for r in fp32_kept["rows"]}[fp32_kept["ranking"][0]]
+    assert {t["name"] for t in saved["weights"]} == {t.name for t in plan.weights if t.layer != worst["layer"]}
     assert report["full"]["logit_rel_rms"] > 0 and all(r["only"]["agreement"] is not None for r in report["rows"])
     for name in ("sensitivity.json", "sensitivity.md", "sensitivity.png"):
         assert (tmp_path / name).is_file()

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import cloup
 
-from ..methods import COMMON, METHODS, OWN, REGISTRY, convert_options, owners
+from ..methods import COMMON, METHODS, OWN, REGISTRY, check_applicable, convert_options, owners
 from ..report import conversion_card
 from .app import TASKS, Command, err, log_progress, main, out, progress_bars, quiet_transformers, status
 
@@ -319,6 +319,8 @@ def flat_from_cli(p: dict, method: str | None) -> dict:
                     option = "hessian-from" if key == "hessian" else option
                     raise BadInput(f"--{option} applies to --method {' or '.join(owners(key))}, not {method}: "
                                    "drop it or choose that method")
+    if method is not None:
+        check_applicable(flat, given)
     return flat
 
 

@@ -33,7 +33,9 @@ from .app import TASKS, Command, err, main, out, progress_bars, quiet_transforme
 @click.option("--samples", type=click.IntRange(1), default=500, show_default=True,
               help="Dev examples scored (a seeded sample; the whole split when it is smaller).")
 @click.option("--keep-worst", type=click.IntRange(0), default=2, show_default=True,
-              help="Write (and score) the plan that keeps the N most harmful units FP32.")
+              help="Write (and score) the plan that keeps the N most harmful units at --keep-bits.")
+@click.option("--keep-bits", default="8", show_default=True,
+              help="Bits of the kept units (LQ per channel, 2..8), or fp32.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="GLUE folder in glue_data layout.")
 @click.option("--data-file", type=click.Path(path_type=Path), help="A dev file: SQuAD v1.1 JSON, or a GLUE TSV.")
 @click.option("--calib-file", type=click.Path(path_type=Path),
@@ -41,14 +43,14 @@ from .app import TASKS, Command, err, main, out, progress_bars, quiet_transforme
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True, help="Intra-op threads (0: ONNX Runtime's choice).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def sensitivity(source, task, output_dir, plan_in, method, bits, granularity, group_size, settings, by, modes, samples,
-                keep_worst, data_dir, data_file, calib_file, threads, as_json):
+                keep_worst, keep_bits, data_dir, data_file, calib_file, threads, as_json):
     """Which layers cost the accuracy: each unit quantized alone, and all but it, scored against FP32.
 
     \b
     Ranked by the output (logit) error of the unit quantized alone, then its metric drop (a metric on
     a few hundred examples moves by whole examples, an error does not); the plan that keeps the
-    --keep-worst most harmful units FP32 is written and scored, and the --skip patterns that make
-    it from the command line are printed.
+    --keep-worst most harmful units at --keep-bits (8: LQ per channel; fp32 prints the --skip
+    patterns that make the same plan from convert) is written and scored.
     \b
     Examples:
       bert2onnxq sensitivity --model out/fp32/model.onnx --task sst2 --data-dir ../shared/data/glue --bits 3 -o out/sens3
@@ -85,9 +87,12 @@ def sensitivity(source, task, output_dir, plan_in, method, bits, granularity, gr
                                   **{"task": task, "data_dir": data_dir, "calib_file": calib_file} if method == "qbert" else {},
                                   **extra)
         plan = decide(load_ir(fp32), options, source=str(fp32))
+    kept_bits = None if keep_bits.lower() == "fp32" else int(keep_bits) if keep_bits.isdigit() else 0
+    if kept_bits is not None and not 2 <= kept_bits <= 8:
+        raise BadInput(f"--keep-bits {keep_bits}: give 2..8 or fp32")
     with progress_bars(enabled=not as_json) as factory:
         report = run_sensitivity(fp32, task, plan, output_dir, by=by, modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
-                                 samples=samples, keep_worst=keep_worst, threads=threads, data_dir=data_dir,
+                                 samples=samples, keep_worst=keep_worst, keep_bits=kept_bits, threads=threads, data_dir=data_dir,
                                  data_file=data_file, calibrate=calibrate, progress=factory,
                                  command="bert2onnxq sensitivity " + " ".join(sys.argv[2:]))
     if as_json:
@@ -139,7 +144,8 @@ def _print_report(report: dict) -> None:
     out.print(table)
     kept = report.get("keep_worst")
     if kept:
-        out.print(f"keeping {', '.join(kept['units'])} FP32: drop {kept['drop']:+.2f} (whole plan {full['drop']:+.2f}), "
-                  f"{kept['bytes'] / 2**20:.2f} MiB vs {full['bytes'] / 2**20:.2f} MiB; plan {kept['plan']}; "
-                  f"from the command line: --skip {' --skip '.join(kept['skip'])}")
+        how = f"at {kept['bits']} bits" if kept["bits"] else "FP32"
+        out.print(f"keeping {', '.join(kept['units'])} {how}: drop {kept['drop']:+.2f} (whole plan {full['drop']:+.2f}), "
+                  f"{kept['bytes'] / 2**20:.2f} MiB vs {full['bytes'] / 2**20:.2f} MiB; plan {kept['plan']}"
+                  + ("" if kept["bits"] else f"; from the command line: --skip {' --skip '.join(kept['skip'])}"))
     err.print(f"wrote {', '.join(report['files'].values())} ({report['seconds']:.0f} s)")

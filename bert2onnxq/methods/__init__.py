@@ -60,6 +60,25 @@ for _name, _own in OWN.items():
         FLAT_TYPES.setdefault(_key, str(next(f.type for f in fields(REGISTRY[_name].options) if f.name == _key)))
 
 
+# A common option that only matters with another option's value: (option, needed option, values, the flag).
+APPLIES_WITH = [
+    ("group_size", "granularity", ("group",), "--granularity group"),
+    ("group_kernel", "granularity", ("group",), "--granularity group"),
+    ("groups", "granularity", ("neuron-group",), "--granularity neuron-group"),
+    ("calib_method", "act_calib", ("static",), "--act-calib static"),
+    *((k, "rounding", ("gptq",), "--rounding gptq") for k in ("gptq_damp", "gptq_block", "gptq_act_order",
+                                                              "gptq_tokens", "gptq_inputs")),
+]
+
+
+def check_applicable(flat: dict, given: set[str]) -> None:
+    """BadInput for an option the user set that the rest of the command makes irrelevant (it would be ignored)."""
+    for key, needs, values, flag in APPLIES_WITH:
+        if key in given and flat.get(needs) not in values:
+            raise BadInput(f"--{key.replace('_', '-')} applies only with {flag} (here {needs.replace('_', '-')} is "
+                           f"{flat.get(needs)}): drop it or add {flag}")
+
+
 def owners(key: str) -> list[str]:
     """The methods that have option `key` of their own."""
     return [name for name, own in OWN.items() if key in own]
@@ -104,5 +123,5 @@ def qbert_convert_options(qb: "qbert.QBertOptions", **overrides) -> ConvertOptio
     return ConvertOptions(method_options=replace(qb, clip=clip), **preset)
 
 
-__all__ = ["COMMON", "FLAT_DEFAULTS", "FLAT_TYPES", "METHODS", "REGISTRY", "ConvertOptions", "Grid", "Method",
+__all__ = ["APPLIES_WITH", "COMMON", "FLAT_DEFAULTS", "check_applicable", "FLAT_TYPES", "METHODS", "REGISTRY", "ConvertOptions", "Grid", "Method",
            "convert_options", "flat_options", "get_method", "owners", "qbert_convert_options"]

@@ -2,7 +2,7 @@
 
 Each unit is quantized alone with everything else FP32 ("only"), and the whole plan is applied but for
 that unit ("all but"); both files are scored against FP32 on the same sample of the task. The units
-that hurt most can then be kept FP32: the plan without them is written and scored too.
+that hurt most can then be kept at 8 bits (or FP32): that plan is written and scored too.
 """
 
 from __future__ import annotations
@@ -66,16 +66,34 @@ def without(plan: QuantPlan, names: set[str] | frozenset[str], *, embeddings: bo
     return variant
 
 
+def raised(plan: QuantPlan, names: set[str], fp32: Path, bits: int | None) -> QuantPlan:
+    """`plan` with the weights in `names` at `bits` instead (LQ per channel, the plan's target and
+    activations), or FP32 when `bits` is None."""
+    if bits is None:
+        return without(plan, names)
+    from ..convert import decide
+    from ..methods import convert_options
+    from ..onnx_io import load_ir
+
+    wider = decide(load_ir(fp32), convert_options(bits=bits, target=plan.target, act_bits=plan.activations.bits))
+    replacement = {t.name: t for t in wider.weights if t.name in names}
+    variant = copy.deepcopy(plan)
+    variant.weights = [replacement.get(t.name, t) for t in variant.weights]
+    return variant
+
+
 def only(plan: QuantPlan, names: frozenset[str]) -> QuantPlan:
     """Only the weights in `names` quantized: every other weight and the embeddings FP32."""
     return without(plan, {t.name for t in plan.weights} - set(names), embeddings=False)
 
 
 def run_sensitivity(fp32: Path, task: str, plan: QuantPlan, output_dir: Path, *, by: str = "layer",
-                    modes: tuple[str, ...] = MODES, samples: int = 500, keep_worst: int = 2, threads: int = 0,
+                    modes: tuple[str, ...] = MODES, samples: int = 500, keep_worst: int = 2, keep_bits: int | None = 8,
+                    threads: int = 0,
                     data_dir: Path | None = None, data_file: Path | None = None, calibrate=None,
                     progress: Callable | None = None, command: str = "") -> dict:
-    """Rank the plan's units; write sensitivity.json / .md / .png and keep-worst.plan.json in `output_dir`."""
+    """Rank the plan's units; write sensitivity.json / .md / .png and keep-worst.plan.json (the plan with
+    the `keep_worst` most harmful units at `keep_bits`, LQ per channel, or FP32 when None) in `output_dir`."""
     from ..convert import convert
     from ..onnx_io import check_writable, write_atomic
     from ..report import plot_sensitivity, sensitivity_markdown
@@ -128,10 +146,11 @@ def run_sensitivity(fp32: Path, task: str, plan: QuantPlan, output_dir: Path, *,
         worst = ranked[:keep_worst]
         kept = None
         if worst:
-            kept_plan = without(plan, set().union(*(set(u.names) for u in units if u.label in {w["unit"] for w in worst})))
+            kept_names = set().union(*(set(u.names) for u in units if u.label in {w["unit"] for w in worst}))
+            kept_plan = raised(plan, kept_names, fp32, keep_bits)
             kept = score(kept_plan)
             kept.pop("_result")
-            kept.update(units=[w["unit"] for w in worst], skip=[w["skip"] for w in worst],
+            kept.update(units=[w["unit"] for w in worst], skip=[w["skip"] for w in worst], bits=keep_bits,
                         plan=str(output_dir / "keep-worst.plan.json"))
             tick(1)
         report = {"task": task, "fp32": str(fp32), "plan_summary": plan.summary(), "by": by, "modes": list(modes),
