@@ -73,8 +73,8 @@ def test_old_plans_keep_the_container(tiny_onnx, tmp_path):
     assert (tmp_path / "old.onnx").read_bytes() == (tmp_path / "container.onnx").read_bytes()
 
 
+@needs_shared(SHARED_MODELS / "minilm-l6-sst2")
 def test_packed_minilm_is_at_its_nominal_size(tmp_path):
-    needs_shared(SHARED_MODELS / "minilm-l6-sst2")
     from bert2onnxq.convert import convert
     from bert2onnxq.export import export
     from bert2onnxq.inspect import runtime_graph

@@ -134,8 +134,8 @@ def _official(dataset, predictions):
     return {"exact_match": 100.0 * em / total, "f1": 100.0 * f1 / total}
 
 
+@needs_shared(SHARED_MODELS / "minilm-l6-squad", SQUAD_HELDOUT)
 def test_squad_predictions_score_as_the_official_script(tmp_path):
-    needs_shared(SHARED_MODELS / "minilm-l6-squad", SQUAD_HELDOUT)
     from bert2onnxq.export import export
     from bert2onnxq.validate import Protocol, validate
 
