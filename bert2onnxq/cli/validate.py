@@ -108,7 +108,8 @@ def _print_validation(result: dict) -> None:
     for name in metrics:
         table.add_column(name, justify="right")
     for role, info in models:
-        table.add_row(f"{role}: {Path(info['path']).name}", *(f"{info['metrics'][m]:.2f}" for m in metrics))
+        name = Path(info["path"])  # with its folder: exports and conversions are often all model.onnx
+        table.add_row(f"{role}: {name.parent.name}/{name.name}", *(f"{info['metrics'][m]:.2f}" for m in metrics))
     if "comparison" in result:
         cmp = result["comparison"]
         table.add_row("drop (reference - model)", *(f"{cmp['drop'][m]:+.2f}" for m in metrics))
