@@ -260,6 +260,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def check_task(model_path: Path, task_name: str, force: bool = False) -> None:
+    """BadInput unless the file's head and labels fit the task (what `validate` checks first)."""
+    _check_head(get_task(task_name), model_metadata(Path(model_path)), model_path, force)
+
+
 def _check_head(task, meta: dict, path: Path, force: bool = False) -> tuple[dict | None, str]:
     """BadInput unless the file's head fits the task; (model id -> task id, how it was matched)."""
     head = meta.get("head")

@@ -71,6 +71,9 @@ def sensitivity(source, task, output_dir, plan_in, method, bits, granularity, gr
               if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
     if plan_in and chosen:
         raise BadInput(f"--plan gives the plan: drop --{chosen[0].replace('_', '-').replace('settings', 'set')}")
+    if "group_size" in chosen and granularity != "group":
+        raise BadInput(f"--group-size applies only with --granularity group (here {granularity}): drop it or add "
+                       "--granularity group")
     output_dir = Path(output_dir)
     fp32 = Path(source)
     if fp32.is_dir() and (fp32 / "model.onnx").is_file():

@@ -97,17 +97,19 @@ def run_sensitivity(fp32: Path, task: str, plan: QuantPlan, output_dir: Path, *,
     from ..convert import convert
     from ..onnx_io import check_writable, write_atomic
     from ..report import plot_sensitivity, sensitivity_markdown
-    from ..validate import ReferenceCache, Subset, validate
+    from ..validate import ReferenceCache, Subset, check_task, validate
 
     for m in modes:
         if m not in MODES:
             raise BadInput(f"--mode {m}: choose from {', '.join(MODES)}")
     if keep_worst < 0:
         raise BadInput(f"--keep-worst {keep_worst} must be >= 0")
+    check_task(fp32, task)
     units = plan_units(plan, by)
     if keep_worst > len(units):
         raise BadInput(f"--keep-worst {keep_worst} is more than the plan's {len(units)} units")
     output_dir = Path(output_dir)
+    existed = output_dir.exists()
     check_writable(output_dir)
     subset = Subset(split="dev", size=samples)
     cache = ReferenceCache()
@@ -168,6 +170,8 @@ def run_sensitivity(fp32: Path, task: str, plan: QuantPlan, output_dir: Path, *,
         return report
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if not existed and not any(output_dir.iterdir()):  # a failed run leaves no empty folder behind
+            output_dir.rmdir()
 
 
 def _harm(row: dict) -> tuple:
