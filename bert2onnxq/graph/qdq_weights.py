@@ -52,20 +52,25 @@ def integer_initializer(graph: ir.Graph, name: str, values: np.ndarray, bits: in
     return value
 
 
-def float_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    array = np.asarray(array, dtype=np.float32)
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.FLOAT),
-                     const_value=ir.tensor(array, name=name))
+def constant_initializer(graph: ir.Graph, name: str, array, dtype) -> ir.Value:
+    """Register `array` as an initializer of numpy `dtype` (float32, int64, uint8, int8 ...)."""
+    array = np.asarray(array, dtype=dtype)
+    tensor = ir.tensor(array, name=name)
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
     graph.register_initializer(value)
     return value
+
+
+def float_initializer(graph: ir.Graph, name: str, array) -> ir.Value:
+    return constant_initializer(graph, name, array, np.float32)
 
 
 def int64_initializer(graph: ir.Graph, name: str, array) -> ir.Value:
-    array = np.asarray(array, dtype=np.int64)
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64),
-                     const_value=ir.tensor(array, name=name))
-    graph.register_initializer(value)
-    return value
+    return constant_initializer(graph, name, array, np.int64)
+
+
+def uint8_initializer(graph: ir.Graph, name: str, array) -> ir.Value:
+    return constant_initializer(graph, name, array, np.uint8)
 
 
 def _add(nodes: list[ir.Node], op: str, inputs: list, name: str, output: str | None = None, **attributes) -> ir.Value:
@@ -79,21 +84,8 @@ def _zero_point_int8(graph: ir.Graph, nodes: list[ir.Node], base: str, values: n
     return _add(nodes, "Cast", [zp], f"{base}_zero_point_Cast", to=ir.DataType.INT8)
 
 
-def uint8_initializer(graph: ir.Graph, name: str, array) -> ir.Value:
-    array = np.asarray(array, dtype=np.uint8)
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.UINT8),
-                     const_value=ir.tensor(array, name=name))
-    graph.register_initializer(value)
-    return value
-
-
 def _int8_scalar(number: int):
-    def make(graph: ir.Graph, name: str) -> ir.Value:
-        value = ir.Value(name=name, shape=ir.Shape([]), type=ir.TensorType(ir.DataType.INT8),
-                         const_value=ir.tensor(np.int8(number), name=name))
-        graph.register_initializer(value)
-        return value
-    return make
+    return lambda graph, name: constant_initializer(graph, name, number, np.int8)
 
 
 def _shared(graph: ir.Graph, name: str, make) -> ir.Value:
