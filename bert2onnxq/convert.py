@@ -133,9 +133,14 @@ def save_dir_config(source: str) -> str:
         if c.is_file():
             return c.read_text()
     if not path.exists() and not source.endswith(".onnx"):  # a hub id: exported on the fly, its config too
-        from .export import load_hf_model
+        from transformers import AutoConfig
 
-        return load_hf_model(source).model.config.to_json_string()
+        from .hub import hub_reachable
+
+        try:
+            return AutoConfig.from_pretrained(source, local_files_only=not hub_reachable()).to_json_string()
+        except (OSError, ValueError):
+            pass  # the one-line error below
     raise BadInput(f"--save-dir needs the model's config.json, which is not beside '{source}' nor in the model it was "
                    "exported from: convert from the Hugging Face folder or from an 'export --save-dir' folder")
 

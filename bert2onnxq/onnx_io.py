@@ -70,11 +70,12 @@ def atomic_output(target: Path):
         done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        for folder in made if not done else ():
-            try:
-                folder.rmdir()  # only if still empty
-            except OSError:
-                break
+        if not done:
+            for folder in made:
+                try:
+                    folder.rmdir()  # only if still empty
+                except OSError:
+                    break
 
 
 def load_ir(path: Path) -> "ir.Model":

@@ -117,6 +117,22 @@ def status(text: str):
     err.print(f"{text.rstrip(' .')}: done in {time.monotonic() - start:.0f} s", highlight=False)
 
 
+def calibrator(task: str | None, calib_samples: int, data_dir, calib_file):
+    """The calibration callback of convert and sensitivity, on train samples of `task` (None without one)."""
+    if not task:
+        return None
+    from ..analyse.activations import observe_activations
+
+    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0):
+        n = samples or calib_samples
+        what = "inputs (X^T X) of " if moments else ""
+        tokens = f" (at least {min_tokens} tokens)" if min_tokens else ""
+        with status(f"calibrating {what}{len(names)} activations on {n} {task} train samples{tokens} ..."):
+            return observe_activations(fp32_path, names, task, samples=n, data_dir=data_dir, data_file=calib_file,
+                                       moments=moments, min_tokens=min_tokens, progress=log_progress())
+    return calibrate
+
+
 def quiet_transformers():
     from transformers.utils import logging as hf_logging
 

@@ -12,7 +12,7 @@ import cloup
 
 from ..methods import COMMON, METHODS, OWN, REGISTRY, check_applicable, convert_options, owners
 from ..report import conversion_card
-from .app import TASKS, Command, err, log_progress, main, out, progress_bars, quiet_transformers, status
+from .app import TASKS, Command, calibrator, err, main, out, progress_bars, quiet_transformers, status
 
 
 def _bit_list(ctx, param, value):
@@ -217,7 +217,7 @@ def convert(**p):
         return _max_drop(p, flat_from_cli(p, method=None))
     options = convert_options(method=p["method"], **flat_from_cli(p, p["method"]))
     plan = QuantPlan.load(p["plan_in"]) if p["plan_in"] else None
-    calibrate = _calibrator(p)
+    calibrate = calibrator(p["task"], p["calib_samples"], p["data_dir"], p["calib_file"])
     source, output, plan_out = p["source"], p["output"], p["plan_out"]
     gptq = (plan.rounding if plan else {}).get("method") == "gptq" or (plan is None and options.rounding == "gptq")
     card = partial(conversion_card, source, plan_out, "bert2onnxq convert " + " ".join(sys.argv[2:]))
@@ -259,24 +259,6 @@ def _output_or_save_dir(p: dict) -> str | None:
         raise BadInput("--max-drop writes -o FILE.onnx with its plan, search path and card: use -o with it")
     p["output"] = Path(p["save_dir"]) / "model.onnx"
     return save_dir_config(p["source"])
-
-
-def _calibrator(p: dict):
-    """convert's calibration callback on --task train samples (None without --task)."""
-    task, calib_samples = p["task"], p["calib_samples"]
-    if not task:
-        return None
-    from ..analyse.activations import observe_activations
-
-    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0):
-        n = samples or calib_samples
-        what = "inputs (X^T X) of " if moments else ""
-        tokens = f" (at least {min_tokens} tokens)" if min_tokens else ""
-        with status(f"calibrating {what}{len(names)} activations on {n} {task} train samples{tokens} ..."):
-            return observe_activations(fp32_path, names, task, samples=n, data_dir=p["data_dir"],
-                                       data_file=p["calib_file"], moments=moments, min_tokens=min_tokens,
-                                       progress=log_progress())
-    return calibrate
 
 
 def flat_from_cli(p: dict, method: str | None) -> dict:
@@ -357,13 +339,14 @@ def _max_drop(p: dict, flat: dict):
             err.print(f"  {s.stage:7s} {s.label:55s} {s.bytes / 2**20:7.2f} MiB  {s.metric:6.2f} (drop {s.drop:+.2f})  "
                       + ("[green]pass[/]" if s.passed else "[red]fail[/]"))
 
+    calibrate = calibrator(p["task"], p["calib_samples"], p["data_dir"], p["calib_file"])
     record = convert_max_drop(p["source"], p["output"], task=p["task"], max_drop=p["max_drop"], base=base,
                               methods=_csv(p["search_methods"]), bits=_ints(p["search_bits"], "--search-bits"), grid=grid,
                               data_dir=p["data_dir"], data_file=p["dev_file"], search_data=p["search_data"],
                               search_file=p["search_file"], search_samples=p["search_samples"],
                               mixed_precision=p["mixed"], plan_out=p["plan_out"], latency=p["latency"],
                               command="bert2onnxq convert " + " ".join(sys.argv[2:]),
-                              roundings=tuple(_csv(p["search_rounding"])), calibrate=_calibrator(p), log=log)
+                              roundings=tuple(_csv(p["search_rounding"])), calibrate=calibrate, log=log)
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:

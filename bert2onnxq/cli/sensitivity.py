@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .app import TASKS, Command, err, main, out, progress_bars, quiet_transformers
+from .app import TASKS, Command, calibrator, err, main, out, progress_bars, quiet_transformers
 
 
 @main.command(cls=Command)
@@ -81,7 +81,7 @@ def sensitivity(source, task, output_dir, plan_in, method, bits, granularity, gr
     if fp32.suffix != ".onnx":
         output_dir.mkdir(parents=True, exist_ok=True)
         fp32, _ = prepare_fp32(source, output_dir)
-    calibrate = _calibrator(task, data_dir, calib_file)
+    calibrate = calibrator(task, 128, data_dir, calib_file)
     if plan_in:
         plan = _load_plan(Path(plan_in))
     else:
@@ -111,15 +111,6 @@ def _load_plan(path: Path):
     if path.suffix == ".onnx":
         return QuantPlan.from_json(stored_plan(path))
     return QuantPlan.load(path)
-
-
-def _calibrator(task: str, data_dir, calib_file):
-    from ..analyse.activations import observe_activations
-
-    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0):
-        return observe_activations(fp32_path, names, task, samples=samples or 128, data_dir=data_dir,
-                                   data_file=calib_file, moments=moments, min_tokens=min_tokens)
-    return calibrate
 
 
 def _print_report(report: dict) -> None:

@@ -84,13 +84,9 @@ def _zero_point_int8(graph: ir.Graph, nodes: list[ir.Node], base: str, values: n
     return _add(nodes, "Cast", [zp], f"{base}_zero_point_Cast", to=ir.DataType.INT8)
 
 
-def _int8_scalar(number: int):
-    return lambda graph, name: constant_initializer(graph, name, number, np.int8)
-
-
-def _shared(graph: ir.Graph, name: str, make) -> ir.Value:
+def _shared_constant(graph: ir.Graph, name: str, array, dtype) -> ir.Value:
     """One initializer per name for constants every tensor of a kind shares (the unpack tables)."""
-    return graph.initializers[name] if name in graph.initializers else make(graph, name)
+    return graph.initializers[name] if name in graph.initializers else constant_initializer(graph, name, array, dtype)
 
 
 def bit_packed_values(graph: ir.Graph, nodes: list[ir.Node], base: str, values: np.ndarray, bits: int,
@@ -102,11 +98,11 @@ def bit_packed_values(graph: ir.Graph, nodes: list[ir.Node], base: str, values: 
     offset = 1 << (bits - 1) if signed else 0
     stored = uint8_initializer(graph, f"{base}_quantized", pack_bits(np.asarray(values, np.int16) + offset, bits))
     o, k = bit_offsets(bits), f"bit_unpack{bits}"
-    table = {"chunks": (int64_initializer, [-1, bits]), "lo": (int64_initializer, o["lo"]), "hi": (int64_initializer, o["hi"]),
-             "shift": (uint8_initializer, o["shift"]), "up": (uint8_initializer, o["up"]),
-             "straddles": (uint8_initializer, np.where(o["straddles"], 0xFF, 0)), "mask": (uint8_initializer, (1 << bits) - 1),
-             "flat": (int64_initializer, [-1]), "start": (int64_initializer, [0])}
-    c = {name: _shared(graph, f"{k}_{name}", lambda g, n, f=f, a=a: f(g, n, a)) for name, (f, a) in table.items()}
+    table = {"chunks": ([-1, bits], np.int64), "lo": (o["lo"], np.int64), "hi": (o["hi"], np.int64),
+             "shift": (o["shift"], np.uint8), "up": (o["up"], np.uint8),
+             "straddles": (np.where(o["straddles"], 0xFF, 0), np.uint8), "mask": ((1 << bits) - 1, np.uint8),
+             "flat": ([-1], np.int64), "start": ([0], np.int64), "offset": (offset, np.int8)}
+    c = {name: _shared_constant(graph, f"{k}_{name}", array, dtype) for name, (array, dtype) in table.items()}
     chunks = _add(nodes, "Reshape", [stored, c["chunks"]], f"{base}_unpack_Reshape")
     low = _add(nodes, "Gather", [chunks, c["lo"]], f"{base}_unpack_lo_Gather", axis=1)
     low = _add(nodes, "BitShift", [low, c["shift"]], f"{base}_unpack_down", direction="RIGHT")
@@ -121,7 +117,7 @@ def bit_packed_values(graph: ir.Graph, nodes: list[ir.Node], base: str, values: 
     v = _add(nodes, "Reshape", [v, int64_initializer(graph, f"{base}_unpack_shape", list(values.shape))], f"{base}_unpack_values")
     if signed:
         v = _add(nodes, "Cast", [v], f"{base}_unpack_int8", to=ir.DataType.INT8)
-        v = _add(nodes, "Sub", [v, _shared(graph, f"{k}_offset", _int8_scalar(offset))], f"{base}_unpack_signed")
+        v = _add(nodes, "Sub", [v, c["offset"]], f"{base}_unpack_signed")
     dtype = _DTYPES[container(bits, signed)]
     if dtype.bitwidth < 8:
         v = _add(nodes, "Cast", [v], f"{base}_unpack_container", f"{base}_unpacked", to=dtype)

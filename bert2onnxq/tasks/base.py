@@ -74,13 +74,9 @@ def existing_file(path, what: str) -> Path:
 
 def hub_split(path: str, config: str | None, split: str, hint: str):
     """Load a split from the Hugging Face hub; any failure (offline, no `datasets`) becomes BadInput."""
-    import os
-
     from bert2onnxq.hub import hub_reachable
 
-    offline = not hub_reachable()
-    if offline:  # only the local datasets cache, without minutes of retries
-        os.environ["HF_HUB_OFFLINE"] = "1"
+    offline = not hub_reachable()  # then only the local datasets cache, without minutes of retries
     try:
         import datasets  # lazy: slow to import and only needed without local data
 
