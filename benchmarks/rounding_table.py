@@ -7,8 +7,9 @@ MatMulNBitsQuantizer with each algorithm it offers, on the same FP32 export and 
 
 Rows (per model, every --bits among 4, 3, 2):
   * ours, per-channel and group-32: LQ, ACIQ (Laplace), OCS (r = 0.02) + ACIQ, each with
-    `--rounding nearest` and `--rounding gptq` (the default calibration: the first 128 train examples of
-    the task, extended to 8 tokens per input of the widest weight, 12,288 on MiniLM; SQuAD: dev-v1.1-train36);
+    `--rounding nearest` and `--rounding gptq` (the default calibration: 128 train examples of the task in calibration order, a
+    seeded shuffle, extended to 8 tokens per input of the widest weight, 12,288 on MiniLM; SQuAD:
+    dev-v1.1-train36); OCS+act (r = 0.02 with --ocs-activations) in per-channel cells;
     8-bit dynamic activations, int8 embeddings; the grid default (asymmetric at 2-4 bits).
   * ours, Q-BERT avg 3 (2/3/4 bits by layer, neuron groups, ACIQ), nearest and gptq, from the Hessian
     recorded in benchmarks/results/qbert_table.json (so the bits are the committed table's).
@@ -49,7 +50,10 @@ from tables import console_table, md_checks, md_table, print_checks, save  # noq
 SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 GROUP = 32
 CALIB_SAMPLES = 128
-OURS = (("LQ", {"method": "lq"}), ("ACIQ", {"method": "aciq"}), ("OCS+ACIQ", {"method": "ocs", "clip": "aciq"}))
+OURS = (("LQ", {"method": "lq"}), ("ACIQ", {"method": "aciq"}), ("OCS+ACIQ", {"method": "ocs", "clip": "aciq"}),
+        ("OCS+act", {"method": "ocs", "ocs_activations": True}))
+# --methods names of the rows (OCS+act: OCS r = 0.02 that also splits the dynamic activations' outlier channels)
+ROW_METHOD = {"LQ": "lq", "ACIQ": "aciq", "OCS+ACIQ": "ocs", "OCS+act": "ocs-act"}
 ORT_ALGOS = ("DEFAULT", "RTN", "GPTQ", "HQQ", "k_quant")
 # the issue's targets: (model, row label, bits, granularity) -> (what, threshold)
 TARGETS = {
@@ -67,7 +71,7 @@ def calibration(shared: Path, task: str) -> dict:
     return ({"calib_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"})
 
 
-def ours_rows(bits: list[int], qbert: bool, methods: tuple[str, ...] = ("lq", "aciq", "ocs"),
+def ours_rows(bits: list[int], qbert: bool, methods: tuple[str, ...] = ("lq", "aciq", "ocs", "ocs-act"),
               cells: set | None = None, roundings: tuple[str, ...] = ("nearest", "gptq"),
               granularities: tuple[str, ...] = ("channel", "group")) -> list[dict]:
     """Our rows; `cells` {(bits, granularity)} keeps only those cells."""
@@ -77,8 +81,8 @@ def ours_rows(bits: list[int], qbert: bool, methods: tuple[str, ...] = ("lq", "a
             if cells is not None and (b, gran) not in cells:
                 continue
             for label, kw in OURS:
-                if kw["method"] not in methods:
-                    continue
+                if ROW_METHOD[label] not in methods or (label == "OCS+act" and gran != "channel"):
+                    continue  # activation splits serve the int8 kernel's per-tensor inputs: per-channel cells
                 for rounding in roundings:
                     opts = {**kw, "bits": b, "granularity": gran, "rounding": rounding}
                     if gran == "group":
@@ -356,8 +360,10 @@ def markdown(report: dict) -> str:
              f"{' (with uncommitted package changes)' if meta.get('package_uncommitted_changes') else ''}.", "",
              "Command: `" + report.get("command", "") + "`", "",
              "Ours: 8-bit dynamic activations, int8 embeddings, asymmetric weight grid at 2-4 bits; group = group-32 "
-             "(ORT MatMulNBits at run time); OCS r = 0.02 with ACIQ clipping; `gptq` = `--rounding gptq` with its defaults "
-             "(the first 128 train examples, extended to 8 tokens per input channel of the widest weight; damp 0.01, "
+             "(ORT MatMulNBits at run time); OCS+ACIQ: OCS r = 0.02 with ACIQ clipping; OCS+act: OCS r = 0.02 that also "
+             "splits the dynamic activations' outlier channels (--ocs-activations); `gptq` = `--rounding gptq` with its defaults "
+             "(128 train examples in calibration order, a seeded shuffle of the split, extended to 8 tokens per input "
+             "channel of the widest weight; damp 0.01, "
              "act order, block 128), on the same grid as `nearest`; ORT GPTQ gets the same features. ORT rows: MatMulNBitsQuantizer, "
              "block 32, symmetric, weight-only (FP32 activations and embeddings). `out err`: mean over the weights of "
              "||X(W - Ŵ)||² / ||XW||² on the calibration inputs. Every number is against the same model's FP32 export.", ""]
@@ -371,7 +377,8 @@ def markdown(report: dict) -> str:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--models", default=",".join(MODELS), show_default=True, callback=model_list)
 @click.option("--bits", default="4,3,2", show_default=True, help="Weight bit widths (ORT rows at 4 and 2).")
-@click.option("--methods", default="lq,aciq,ocs", show_default=True, help="Our uniform methods (rows).")
+@click.option("--methods", default="lq,aciq,ocs,ocs-act", show_default=True,
+              help="Our uniform methods (rows); ocs-act: OCS with --ocs-activations (per-channel cells).")
 @click.option("--ort/--no-ort", default=True, show_default=True, help="ORT MatMulNBitsQuantizer rows.")
 @click.option("--ort-bits", default=None, help="Bit widths of the ORT rows (default: --bits among 4, 2).")
 @click.option("--roundings", default="nearest,gptq", show_default=True, help="Our roundings (rows).")

@@ -17,6 +17,7 @@ from .errors import BadInput
 from .onnx_io import check_writable_file, load_onnx, load_tokenizer, model_metadata, write_atomic
 from .runtime import make_runner
 from .tasks import get_task
+from .tasks.base import calibration_order
 
 
 @dataclass
@@ -36,8 +37,8 @@ class Subset:
     """Which examples of a split are scored (recorded in every result).
 
     The default is the whole dev split. Accuracy-targeted search scores candidates on data the
-    final report does not use: a seeded sample of the train split after the first `skip` examples
-    (those calibrate static activations), or one half of dev (`half` 0/1: even/odd positions).
+    final report does not use: `holdout`, the last `size` train examples of the calibration order
+    (calibration draws from its front), or one half of dev (`half` 0/1: even/odd positions).
     """
 
     split: str = "dev"
@@ -45,8 +46,12 @@ class Subset:
     size: int | None = None  # a seeded random sample of this many (after skip); None: all
     seed: int = 0
     half: int | None = None
+    holdout: bool = False
 
     def select(self, examples: list) -> list:
+        if self.holdout:
+            chosen = [examples[i] for i in reversed(calibration_order(len(examples)))]
+            return chosen[:self.size]
         chosen = list(examples[self.skip:])
         if self.half is not None:
             chosen = chosen[self.half::2]
@@ -57,6 +62,8 @@ class Subset:
 
     def describe(self) -> str:
         parts = [f"{self.split} split"]
+        if self.holdout:
+            return f"{self.split} split, the last {self.size} of the calibration order (never calibrated on)"
         if self.skip:
             parts.append(f"after its first {self.skip} examples")
         if self.half is not None:

@@ -17,6 +17,7 @@ from ..onnx_io import load_onnx, load_tokenizer, model_metadata
 from ..plan import QuantPlan, TensorPlan, split_activation_name
 from ..runtime import make_runner
 from ..tasks import get_task
+from ..tasks.base import calibration_order
 
 SAMPLE_VALUES = 200_000  # values (as whole token rows) kept per tensor for ACIQ's b estimate
 
@@ -89,8 +90,8 @@ def observe_activations(
     min_tokens: int = 0,
     progress=None,
 ) -> dict[str, ChannelObserver]:
-    """Run the FP32 model on the first `samples` train examples of `task_name` (more, in order, until
-    they hold `min_tokens` tokens) and observe the named activations (with `moments`, also their
+    """Run the FP32 model on `samples` train examples of `task_name` in calibration order (more, in that
+    order, until they hold `min_tokens` tokens) and observe the named activations (with `moments`, also their
     second moment X^T X; "quantized": also those of the 8-bit quantized batch); `progress(label, total)`
     shows the batches."""
     import onnx
@@ -128,18 +129,24 @@ def observe_activations(
 
 
 def _calibration_features(task, tokenizer, samples: int, min_tokens: int, data_dir, data_file) -> list[dict]:
-    """Features of the first `samples` train examples, extended (in file order) to `min_tokens` tokens."""
-    limit = samples
-    while True:
-        examples = task.load_examples(data_dir=data_dir, data_file=data_file, split="train", limit=limit)
-        features = task.encode(examples, tokenizer, max_length=task.default_max_length).features
-        tokens = np.cumsum([len(f["input_ids"]) for f in features])
-        if not min_tokens or (len(tokens) and tokens[-1] >= min_tokens) or len(examples) < limit:
-            break
-        limit *= 4
-    if min_tokens and len(tokens) and tokens[-1] >= min_tokens:
-        base = len(task.encode(examples[:samples], tokenizer, max_length=task.default_max_length).features)
-        features = features[:max(base, int(np.searchsorted(tokens, min_tokens)) + 1)]
+    """Features of `samples` train examples in calibration order (a seeded shuffle of the split),
+    extended in that order until they hold `min_tokens` tokens."""
+    examples = task.load_examples(data_dir=data_dir, data_file=data_file, split="train")
+    order = calibration_order(len(examples))
+
+    def encode(ids):
+        return task.encode([examples[i] for i in ids], tokenizer, max_length=task.default_max_length).features
+
+    features = encode(order[:samples])
+    tokens = sum(len(f["input_ids"]) for f in features)
+    taken = samples
+    while min_tokens and tokens < min_tokens and taken < len(order):
+        for feature in encode(order[taken:taken + samples]):
+            if tokens >= min_tokens:
+                break
+            features.append(feature)
+            tokens += len(feature["input_ids"])
+        taken += samples
     return features
 
 

@@ -114,7 +114,8 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
     cloup.option("--task", type=click.Choice(TASKS), help="Task whose train split is used."),
     cloup.option("--data-dir", type=click.Path(path_type=Path), help="GLUE folder (default $GLUE_DIR)."),
     cloup.option("--calib-file", type=click.Path(path_type=Path), help="Calibration file (SQuAD JSON or GLUE TSV)."),
-    cloup.option("--calib-samples", type=click.IntRange(1), default=128, show_default=True),
+    cloup.option("--calib-samples", type=click.IntRange(1), default=128, show_default=True,
+                 help="Train examples that calibrate, drawn as a seeded shuffle of the whole train split."),
 )
 @cloup.option_group(
     "Activations, embeddings and kernels",
@@ -151,7 +152,7 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
                  help="gptq, weights on the int8 kernels: minimise ||XW - X_q Q|| for the 8-bit dynamic inputs X_q "
                       "they multiply (quantized), or ||X(W - Q)|| for FP32 inputs (fp32)."),
     cloup.option("--gptq-tokens", type=click.IntRange(0), default=0, show_default=True,
-                 help="gptq: calibrate on the first --calib-samples train examples, and more until they hold this "
+                 help="gptq: calibrate on --calib-samples train examples, and more (same draw) until they hold this "
                       "many tokens (0: 8 per input channel of the widest weight, e.g. 12,288 for MiniLM's 1,536)."),
 )
 @cloup.option_group(
@@ -165,10 +166,10 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
     cloup.option("--search-granularity", default="channel,group", show_default=True,
                  help="Granularities to search (group uses --group-size)."),
     cloup.option("--search-data", type=click.Choice(["train", "dev-half", "dev"]), default="train", show_default=True,
-                 help="Score candidates on a sample of the train split (after the calibration examples), "
+                 help="Score candidates on train examples never calibrated on (the far end of the calibration draw), "
                       "on half of dev (the report then also shows the other half), or on dev itself (stated as optimistic)."),
     cloup.option("--search-samples", type=click.IntRange(1), default=1000, show_default=True,
-                 help="With --search-data train: examples in the seeded sample."),
+                 help="With --search-data train: how many train examples to score on."),
     cloup.option("--search-file", type=click.Path(path_type=Path),
                  help="A labelled file held out from training to search on (GLUE TSV or SQuAD JSON)."),
     cloup.option("--search-rounding", default="nearest", show_default=True,

@@ -19,12 +19,12 @@ from .candidates import Candidate, describe_path, search
 SEARCH_DATA = ("train", "dev-half", "dev")
 
 
-def search_subset(search_data: str, calib_samples: int, samples: int, seed: int = 0):
+def search_subset(search_data: str, samples: int):
     from ..validate import Subset
 
     if search_data == "train":
-        # after the examples static calibration may use, so search never scores what calibrated
-        return Subset(split="train", skip=calib_samples, size=samples, seed=seed)
+        # from the far end of the calibration order, so search never scores what calibrated
+        return Subset(split="train", holdout=True, size=samples)
     if search_data == "dev-half":
         return Subset(split="dev", half=0)
     if search_data == "dev":
@@ -86,7 +86,7 @@ def convert_max_drop(
     if search_file is None and search_data == "train" and (t.name == "squad" or data_file is not None):
         raise BadInput("searching on the train split needs a GLUE --data-dir: pass --search-file (labelled data "
                        "held out from training) or --search-data dev-half")
-    subset = Subset() if search_file is not None else search_subset(search_data, base.get("calib_samples", 128), search_samples)
+    subset = Subset() if search_file is not None else search_subset(search_data, search_samples)
     check_writable(output.parent)
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.search.", dir=output.parent))
     try:

@@ -59,6 +59,18 @@ def check_split(split: str) -> None:
         raise BadInput(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
 
 
+CALIBRATION_SEED = 0
+
+
+def calibration_order(n: int) -> list[int]:
+    """The order train examples are drawn in for calibration (activation ranges, GPTQ's X^T X): a seeded
+    shuffle of the whole split, not its first rows, because task files keep related examples together
+    (SQuAD lists a paragraph's questions side by side: 128 in file order cover a handful of paragraphs).
+    Accuracy search takes its train sample from the other end of this order, so it never scores what
+    calibrated."""
+    return np.random.default_rng(CALIBRATION_SEED).permutation(n).tolist()
+
+
 def check_limit(limit) -> None:
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise BadInput(f"limit must be a positive integer, got {limit!r}")
