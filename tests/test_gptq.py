@@ -165,7 +165,11 @@ def test_gptq_bad_input(stsb, tmp_path):
             plan_out=tmp_path / "plan.json")
     with pytest.raises(BadInput, match="needs calibration samples"):  # replay needs the data again
         convert(fp32, tmp_path / "e.onnx", plan=QuantPlan.load(tmp_path / "plan.json"))
-    assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "e.onnx").exists()
+    old = QuantPlan.load(tmp_path / "plan.json")  # a plan from before the shuffled draw cannot be replayed as it was
+    del old.rounding["draw"]
+    with pytest.raises(BadInput, match="first examples in file order"):
+        convert(fp32, tmp_path / "f.onnx", plan=old, calibrate=_calibrate(stsb))
+    assert not any((tmp_path / n).exists() for n in ("a.onnx", "e.onnx", "f.onnx"))
 
 
 def test_cli_rounding_gptq(stsb, tmp_path):

@@ -17,7 +17,7 @@ from ..onnx_io import load_onnx, load_tokenizer, model_metadata
 from ..plan import QuantPlan, TensorPlan, split_activation_name
 from ..runtime import make_runner
 from ..tasks import get_task
-from ..tasks.base import calibration_order
+from ..tasks.base import CALIBRATION_DRAW, calibration_order
 
 SAMPLE_VALUES = 200_000  # values (as whole token rows) kept per tensor for ACIQ's b estimate
 
@@ -197,6 +197,9 @@ def input_moments(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, 
     if calibrate is None:
         raise BadInput("--rounding gptq needs calibration samples to measure each layer's inputs: pass --task "
                        "(and --data-dir or --calib-file); a plan that rounds with GPTQ needs them to replay too")
+    if rounding.get("draw") != CALIBRATION_DRAW:  # a plan from before the shuffle drew the file's first rows
+        raise BadInput("this GPTQ plan was calibrated on the train split's first examples in file order, which this "
+                       "version no longer draws; convert again without --plan to re-decide it")
     readers = activation_readers(model, plan)
     moments = "quantized" if rounding.get("inputs") == "quantized" else True  # X_q moments only when used
     observers = calibrate(fp32_path, sorted(readers), samples=rounding.get("samples"), moments=moments,

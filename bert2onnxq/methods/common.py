@@ -16,6 +16,7 @@ from .. import numerics
 from ..errors import BadInput
 from ..graph.locate import WeightSite, embedding_tables
 from ..plan import TARGETS, ActivationPlan, QuantPlan, TensorPlan, default_kernel
+from ..tasks.base import CALIBRATION_DRAW
 
 GROUP_KERNELS = ("matmulnbits", "int8")
 ROUNDINGS = ("nearest", "gptq")
@@ -144,7 +145,7 @@ def base_plan(model: ir.Model, sites: list[WeightSite], options: ConvertOptions,
     if options.rounding == "gptq":
         widest = max((t.shape[0] for t in weights), default=0)
         plan.rounding = {"method": "gptq", "damp": options.gptq_damp, "block": options.gptq_block,
-                         "act_order": options.gptq_act_order, "samples": options.calib_samples,
+                         "act_order": options.gptq_act_order, "samples": options.calib_samples, "draw": CALIBRATION_DRAW,
                          "min_tokens": options.gptq_tokens or TOKENS_PER_INPUT * widest, "inputs": options.gptq_inputs}
     return plan
 

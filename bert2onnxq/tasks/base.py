@@ -60,6 +60,7 @@ def check_split(split: str) -> None:
 
 
 CALIBRATION_SEED = 0
+CALIBRATION_DRAW = f"shuffled train split, seed {CALIBRATION_SEED}"  # recorded in plans: replay draws the same
 
 
 def calibration_order(n: int) -> list[int]:
