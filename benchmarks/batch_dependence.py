@@ -48,9 +48,9 @@ def run_model(name: str, shared: Path, work: Path) -> list[dict]:
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
     calib = {"data_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
 
-    def calibrate(path, names, samples=None, moments=False, min_tokens=0):
+    def calibrate(path, names, samples=None, moments=False, min_tokens=0, weights=None):
         return observe_activations(path, names, task, samples=samples or 128, moments=moments, min_tokens=min_tokens,
-                                   **calib)
+                                   weights=weights, **calib)
 
     cache, rows = ReferenceCache(), []
     for form, (options, activations) in FORMS.items():

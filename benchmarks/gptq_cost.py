@@ -45,11 +45,11 @@ def measure(name: str, shared: Path, work: Path, method: str, bits: int, rounds:
     data = {"data_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
     timings: dict[str, float] = {}
 
-    def calibrate(path, names, samples=None, moments=False, min_tokens=0):
+    def calibrate(path, names, samples=None, moments=False, min_tokens=0, weights=None):
         t0 = time.perf_counter()
         result = observe_activations(path, names, task, samples=samples or 128, moments=moments, min_tokens=min_tokens,
-                                     **data)
-        timings["calibration"] = time.perf_counter() - t0
+                                     weights=weights, **data)
+        timings["calibration"] = timings.get("calibration", 0.0) + time.perf_counter() - t0
         return result
 
     row = {"model": name, "task": task, "method": method, "bits": bits}

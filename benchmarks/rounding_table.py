@@ -113,9 +113,9 @@ def convert_ours(row: dict, fp32: Path, path: Path, task: str, calib: dict, hess
     from bert2onnxq.methods import convert_options, qbert_convert_options
     from bert2onnxq.methods.qbert import QBertOptions
 
-    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0):
+    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0, weights=None):
         return observe_activations(fp32_path, names, task, samples=samples or CALIB_SAMPLES, moments=moments,
-                                   min_tokens=min_tokens,
+                                   min_tokens=min_tokens, weights=weights,
                                    data_dir=calib.get("data_dir"), data_file=calib.get("calib_file"))
 
     if row["kind"] == "qbert":

@@ -29,7 +29,13 @@ from .onnx_io import (
     write_atomic,
 )
 from .plan import QuantPlan, check_kernels, check_plan_fits
-from .quantize import quantize_plan, split_weights_fp32
+from .quantize import (
+    quantize_plan,
+    quantize_tables,
+    quantize_weights,
+    runtime_weight,
+    split_weights_fp32,
+)
 
 
 def decide(model: ir.Model, options: ConvertOptions, *, source: str = "", progress=None) -> QuantPlan:
@@ -49,6 +55,25 @@ def quantize_and_apply(model: ir.Model, plan: QuantPlan, moments: dict | None = 
     check_kernels(plan)
     weights, tables = quantize_plan(model, plan, moments, progress)
     return apply_plan(model, plan, weights, tables)
+
+
+def quantize_sequential(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, progress=None) -> ir.Model:
+    """GPTQ layer by layer, in encoder order: each layer's inputs are measured on the FP32 model whose
+    earlier layers already hold their rounded weights, so a layer absorbs the error of those before it."""
+    check_kernels(plan)
+    rounded, done = {}, {}
+    layers = sorted({t.layer for t in plan.weights}, key=lambda layer: (layer is None, layer or 0))
+    tick = progress("GPTQ rounding, layer by layer", len(layers)) if progress else None
+    for layer in layers:
+        group = [t for t in plan.weights if t.layer == layer]
+        moments = input_moments(model, plan, fp32_path, calibrate, only=group, weights=dict(done))
+        for t, qt in zip(group, quantize_weights(model, plan, group, moments)):
+            rounded[t.name] = qt
+            done[t.name] = runtime_weight(plan, t, qt)
+        if tick:
+            tick(1)
+    weights = [rounded[t.name] for t in plan.weights]
+    return apply_plan(model, plan, weights, quantize_tables(model, plan))
 
 
 def split_fp32(model: ir.Model, plan: QuantPlan) -> ir.Model:
@@ -95,10 +120,12 @@ def convert(
         check_plan_fits(plan, {name: tuple(v.shape.numpy()) for name, v in model.graph.initializers.items()})
         check_kernels(plan)
         fill_activation_plan(model, plan, fp32_path, calibrate)
-        moments = input_moments(model, plan, fp32_path, calibrate, progress)
         planned = {t.name for t in plan.weights + plan.embeddings}
         fp32_rest = sum(v.const_value.nbytes for n, v in model.graph.initializers.items() if n not in planned)
-        quantize_and_apply(model, plan, moments, progress)
+        if plan.rounding.get("sequential"):
+            quantize_sequential(model, plan, fp32_path, calibrate, progress)
+        else:
+            quantize_and_apply(model, plan, input_moments(model, plan, fp32_path, calibrate, progress), progress)
         save_onnx(ir.to_proto(model), tmp / output.name)
         shutil.rmtree(tmp / "fp32", ignore_errors=True)  # the intermediate export, if we made one
         if plan_out is not None:  # beside the model: moved into place with it by atomic_output

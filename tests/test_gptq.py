@@ -8,9 +8,22 @@ import json
 import numpy as np
 import pytest
 
-from bert2onnxq.numerics import (aciq_params, dequantize, int_range, lq_params, ocs_params, quantize)
-from bert2onnxq.numerics.gptq import (GPTQSettings, damped, expand_moment, gptq_quantize, output_error,
-                                      upper_cholesky_of_inverse)
+from bert2onnxq.numerics import (
+    aciq_params,
+    dequantize,
+    int_range,
+    lq_params,
+    ocs_params,
+    quantize,
+)
+from bert2onnxq.numerics.gptq import (
+    GPTQSettings,
+    damped,
+    expand_moment,
+    gptq_quantize,
+    output_error,
+    upper_cholesky_of_inverse,
+)
 
 K, N = 64, 48
 
@@ -108,9 +121,9 @@ def stsb(tiny_onnx, tmp_path_factory) -> dict:
 def _calibrate(stsb):
     from bert2onnxq.analyse.activations import observe_activations
 
-    def calibrate(path, names, samples=None, moments=False, min_tokens=0):
+    def calibrate(path, names, samples=None, moments=False, min_tokens=0, weights=None):
         return observe_activations(path, names, "stsb", samples=samples or 64, data_dir=stsb["glue"], moments=moments,
-                                   min_tokens=min_tokens)
+                                   min_tokens=min_tokens, weights=weights)
     return calibrate
 
 
@@ -213,7 +226,10 @@ def test_dynamic_quantize_matches_onnx_runtime():
 def test_input_aware_gptq_lowers_the_error_the_int8_kernel_makes():
     """With X_q = Q8(X): GPTQ on (X_q^T X_q, target (X_q^T X_q)^-1 X_q^T X W) beats FP32-H GPTQ on ||XW - X_q Q||."""
     from bert2onnxq.numerics import dynamic_quantize
-    from bert2onnxq.numerics.gptq import input_aware_target, output_error_quantized_inputs
+    from bert2onnxq.numerics.gptq import (
+        input_aware_target,
+        output_error_quantized_inputs,
+    )
 
     rng = np.random.default_rng(5)
     w = (rng.normal(size=(K, N)) * 0.05).astype(np.float32)
@@ -230,3 +246,76 @@ def test_input_aware_gptq_lowers_the_error_the_int8_kernel_makes():
     direct = np.sum((x @ w - xq @ dequantize(aware, params)) ** 2) / np.sum((x @ w) ** 2)
     assert err["aware"] == pytest.approx(direct, rel=1e-6)
     assert err["aware"] < err["plain"] and err["aware"] < err["nearest"], err
+
+
+@pytest.mark.parametrize("kw", [dict(method="lq", bits=3), dict(method="ocs", bits=4, ocs_ratio=0.1, ocs_activations=True),
+                                dict(method="aciq", bits=3, granularity="group", group_size=16)])
+def test_runtime_weight_is_what_the_quantized_graph_computes(stsb, tmp_path, kw):
+    """Sequential GPTQ feeds later layers the FP32 model with runtime_weight in place of each rounded weight:
+    that model must compute what the quantized file computes (QDQ run in float, float activations)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from bert2onnxq.analyse.activations import fill_activation_plan
+    from bert2onnxq.convert import convert, decide
+    from bert2onnxq.methods import convert_options
+    from bert2onnxq.onnx_io import load_ir
+    from bert2onnxq.quantize import quantize_weights, runtime_weight
+    from bert2onnxq.runtime import make_runner
+
+    fp32 = stsb["fp32"]
+    model = load_ir(fp32)
+    plan = decide(model, convert_options(act_bits=None, emb_bits=None, **kw))
+    fill_activation_plan(model, plan, fp32, _calibrate(stsb))
+    replaced = {t.name: runtime_weight(plan, t, qt) for t, qt in zip(plan.weights, quantize_weights(model, plan, plan.weights, None))}
+    proto = onnx.load(str(fp32))
+    for init in proto.graph.initializer:
+        if init.name in replaced:
+            init.CopyFrom(numpy_helper.from_array(replaced[init.name], init.name))
+    onnx.save(proto, str(tmp_path / "fake.onnx"))
+    convert(str(fp32), tmp_path / "q.onnx", plan=plan, calibrate=_calibrate(stsb))
+    import shutil
+    for f in fp32.parent.iterdir():  # the tokenizer beside the fake-quant copy
+        if f.suffix != ".onnx" and f.is_file():
+            shutil.copy(f, tmp_path / f.name)
+    rng = np.random.default_rng(0)
+    features = [{"input_ids": rng.integers(5, 90, 12), "attention_mask": np.ones(12, np.int64),
+                 "token_type_ids": np.zeros(12, np.int64)} for _ in range(4)]
+    exact = {"session.disable_quant_qdq": "1"}
+    got = make_runner(tmp_path / "q.onnx", threads=1, config=exact).run_features(features)
+    want = make_runner(tmp_path / "fake.onnx", threads=1).run_features(features)
+    near = make_runner(fp32, threads=1).run_features(features)
+    for key in want:
+        a, b, c = (np.concatenate(v) for v in (got[key], want[key], near[key]))
+        # the rounding moves the output; the fake-quant model follows the file 100x closer than FP32 does
+        assert np.max(np.abs(a - b)) < 0.01 * np.max(np.abs(c - b)), (np.max(np.abs(a - b)), np.max(np.abs(c - b)))
+
+
+def test_sequential_gptq_rounds_later_layers_on_the_rounded_inputs(stsb, tmp_path):
+    import onnx
+
+    from bert2onnxq.convert import convert
+    from bert2onnxq.methods import convert_options
+
+    fp32 = str(stsb["fp32"])
+    convert(fp32, tmp_path / "a.onnx", convert_options(bits=3, rounding="gptq"), calibrate=_calibrate(stsb))
+    seq = convert(fp32, tmp_path / "b.onnx", convert_options(bits=3, rounding="gptq", gptq_sequential=True),
+                  calibrate=_calibrate(stsb), plan_out=tmp_path / "plan.json")
+    assert seq["plan"].rounding["sequential"] is True
+    a, b = onnx.load(str(tmp_path / "a.onnx")), onnx.load(str(tmp_path / "b.onnx"))
+    assert [(n.op_type, list(n.input)) for n in a.graph.node] == [(n.op_type, list(n.input)) for n in b.graph.node]
+    layers = {t.name: t.layer for t in seq["plan"].weights}
+
+    def same(name):  # the weight's initializers (integers, scales, zero points) in both files
+        pairs = [(x, y) for x, y in zip(a.graph.initializer, b.graph.initializer) if x.name.startswith(name)]
+        assert pairs, name
+        return all(x.raw_data == y.raw_data for x, y in pairs)
+    first = min(layers.values())
+    # the first layer sees the FP32 inputs either way; every later layer was rounded on other inputs
+    assert all(same(n) for n, layer in layers.items() if layer == first)
+    assert not any(same(n) for n, layer in layers.items() if layer != first)
+    from bert2onnxq.plan import QuantPlan
+    again = convert(fp32, tmp_path / "c.onnx", plan=QuantPlan.load(tmp_path / "plan.json"), calibrate=_calibrate(stsb))
+    c = onnx.load(str(tmp_path / "c.onnx"))  # replay: the same integers
+    assert [x.SerializeToString() for x in c.graph.initializer] == [x.SerializeToString() for x in b.graph.initializer]
+    assert again["plan"].rounding["sequential"] is True

@@ -89,15 +89,21 @@ def observe_activations(
     moments: bool | str = False,
     min_tokens: int = 0,
     progress=None,
+    weights: dict | None = None,
 ) -> dict[str, ChannelObserver]:
     """Run the FP32 model on `samples` train examples of `task_name` in calibration order (more, in that
     order, until they hold `min_tokens` tokens) and observe the named activations (with `moments`, also their
     second moment X^T X; "quantized": also those of the 8-bit quantized batch); `progress(label, total)`
-    shows the batches."""
+    shows the batches. `weights` {initializer name: array} replace those initializers first."""
     import onnx
+    from onnx import numpy_helper
 
     task = get_task(task_name)
     model = load_onnx(fp32_path)
+    if weights:
+        for init in model.graph.initializer:
+            if init.name in weights:
+                init.CopyFrom(numpy_helper.from_array(np.asarray(weights[init.name], np.float32), init.name))
     known = {o.name for o in model.graph.output}
     for name in names:  # expose the activations as outputs for the calibration session only
         if name not in known:
@@ -186,9 +192,12 @@ def fill_activation_plan(model: ir.Model, plan: QuantPlan, fp32_path: Path, cali
             acts.ranges[name] = observers[x].range(acts.calibration, split=split)
 
 
-def input_moments(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, progress=None) -> dict | None:
+def input_moments(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, progress=None, *,
+                  only: list[TensorPlan] | None = None, weights: dict | None = None) -> dict | None:
     """{MatMul input activation: X^T X} on the plan's calibration samples when it rounds with GPTQ, else None.
-    The plan records the tokens they came from."""
+    `only`: just the inputs these weights read; `weights` {initializer: [K, N] float32}: measured on the
+    FP32 model with these weights replaced (sequential GPTQ: the layers already rounded). The plan records
+    the tokens they came from."""
     rounding = plan.rounding
     if rounding.get("method") != "gptq":
         return None
@@ -201,9 +210,13 @@ def input_moments(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, 
         raise BadInput("this GPTQ plan was calibrated on the train split's first examples in file order, which this "
                        "version no longer draws; convert again without --plan to re-decide it")
     readers = activation_readers(model, plan)
+    if only is not None:
+        names = {t.name for t in only}
+        readers = {x: ws for x, ws in readers.items() if names & set(ws)}
     moments = "quantized" if rounding.get("inputs") == "quantized" else True  # X_q moments only when used
+    extra = {"weights": weights} if weights else {}
     observers = calibrate(fp32_path, sorted(readers), samples=rounding.get("samples"), moments=moments,
-                          min_tokens=rounding.get("min_tokens", 0))
+                          min_tokens=rounding.get("min_tokens", 0), **extra)
     rounding["tokens"] = int(next(iter(observers.values())).tokens)
     return {x: observers[x] for x in readers}
 

@@ -123,13 +123,13 @@ def calibrator(task: str | None, calib_samples: int, data_dir, calib_file):
         return None
     from ..analyse.activations import observe_activations
 
-    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0):
+    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0, weights=None):
         n = samples or calib_samples
         what = "inputs (X^T X) of " if moments else ""
         tokens = f" (at least {min_tokens} tokens)" if min_tokens else ""
         with status(f"calibrating {what}{len(names)} activations on {n} {task} train samples{tokens} ..."):
             return observe_activations(fp32_path, names, task, samples=n, data_dir=data_dir, data_file=calib_file,
-                                       moments=moments, min_tokens=min_tokens, progress=log_progress())
+                                       moments=moments, min_tokens=min_tokens, progress=log_progress(), weights=weights)
     return calibrate
 
 

@@ -151,6 +151,9 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
     cloup.option("--gptq-inputs", type=click.Choice(["quantized", "fp32"]), default="quantized", show_default=True,
                  help="gptq, weights on the int8 kernels: minimise ||XW - X_q Q|| for the 8-bit dynamic inputs X_q "
                       "they multiply (quantized), or ||X(W - Q)|| for FP32 inputs (fp32)."),
+    cloup.option("--gptq-sequential/--no-gptq-sequential", default=False, show_default=True,
+                 help="gptq: measure each encoder layer's inputs on the model whose earlier layers are already "
+                      "rounded (GPTQ's reference order; one calibration pass per layer)."),
     cloup.option("--gptq-tokens", type=click.IntRange(0), default=0, show_default=True,
                  help="gptq: calibrate on --calib-samples train examples, and more (same draw) until they hold this "
                       "many tokens (0: 8 per input channel of the widest weight, e.g. 12,288 for MiniLM's 1,536)."),

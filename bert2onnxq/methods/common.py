@@ -53,6 +53,7 @@ class ConvertOptions:
     gptq_act_order: bool = True  # gptq: round the most active input channels first
     gptq_tokens: int = 0  # gptq: calibrate on at least this many tokens (0: TOKENS_PER_INPUT x the widest input)
     gptq_inputs: str = "quantized"  # gptq, int8 kernels: round for the 8-bit inputs they see (quantized) or FP32 ones
+    gptq_sequential: bool = False  # gptq: layer l's inputs from the model whose layers < l are already rounded
     pack_bits: bool = False  # 3/5/6/7-bit weights stored that many bits each (unpacked at load), not in INT4/INT8
 
     @property
@@ -146,7 +147,8 @@ def base_plan(model: ir.Model, sites: list[WeightSite], options: ConvertOptions,
         widest = max((t.shape[0] for t in weights), default=0)
         plan.rounding = {"method": "gptq", "damp": options.gptq_damp, "block": options.gptq_block,
                          "act_order": options.gptq_act_order, "samples": options.calib_samples, "draw": CALIBRATION_DRAW,
-                         "min_tokens": options.gptq_tokens or TOKENS_PER_INPUT * widest, "inputs": options.gptq_inputs}
+                         "min_tokens": options.gptq_tokens or TOKENS_PER_INPUT * widest, "inputs": options.gptq_inputs,
+                         "sequential": options.gptq_sequential}
     return plan
 
 

@@ -53,18 +53,30 @@ def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict | None = None,
     `moments` {MatMul input activation: analyse.activations.ChannelObserver with its moments}: required
     when the plan rounds with GPTQ."""
     gptq = plan.rounding.get("method") == "gptq"
+    tick = progress("GPTQ rounding (weights)", len(plan.weights)) if progress and gptq else None
+    weights = quantize_weights(model, plan, plan.weights, moments, tick)
+    return weights, quantize_tables(model, plan)
+
+
+def quantize_weights(model: ir.Model, plan: QuantPlan, tensors: list[TensorPlan], moments: dict | None,
+                     tick=None) -> list[QuantizedTensor]:
+    """The QuantizedTensor of each of `tensors` (weights of `plan`); GPTQ rounds on `moments`."""
     inputs = {}
-    if gptq:
+    if plan.rounding.get("method") == "gptq":
         if moments is None:
             raise BadInput("the plan rounds with GPTQ, which needs the calibration inputs: pass --task and its data "
                            "(the same --calib-samples reproduce the same integers)")
-        inputs = {w: moments[x] for x, ws in activation_readers(model, plan).items() for w in ws}
-    tick = progress("GPTQ rounding (weights)", len(plan.weights)) if progress and gptq else None
+        inputs = {w: moments[x] for x, ws in activation_readers(model, plan).items() for w in ws if x in moments}
     weights = []
-    for t in plan.weights:
+    for t in tensors:
         weights.append(_quantize_weight(model, plan, t, inputs.get(t.name)))
         if tick:
             tick(1)
+    return weights
+
+
+def quantize_tables(model: ir.Model, plan: QuantPlan) -> list[QuantizedTensor]:
+    """The embedding tables: int8 (or int4 row blocks) per row, nearest rounding."""
     tables = []
     for t in plan.embeddings:
         table = weight_array(model, t.name)
@@ -74,7 +86,15 @@ def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict | None = None,
         q = numerics.quantize(table.T, params_t).T
         t.stats = _stats(table.T, q.T, params_t)
         tables.append(QuantizedTensor(t.name, np.ascontiguousarray(q), params_t))
-    return weights, tables
+    return tables
+
+
+def runtime_weight(plan: QuantPlan, t: TensorPlan, qt: QuantizedTensor) -> np.ndarray:
+    """The [K, N] float32 weight the quantized graph multiplies the original input with (OCS rows folded
+    back, the int8 requantization applied): what later layers see when GPTQ runs sequentially."""
+    w = numerics.dequantize(qt.values, qt.params) if qt.requant is None else numerics.dequantize(
+        numerics.requantize_int8(qt.values, qt.params)[0], qt.requant)
+    return effective_weight(w, qt.gather_index, activation_split(plan, t)).astype(np.float32)
 
 
 def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) -> QuantizedTensor:

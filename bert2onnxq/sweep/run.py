@@ -49,12 +49,12 @@ class Setup:
     hessian: str | None = None  # Q-BERT: the sweep's one Hessian record (JSON), shared by every qbert cell
     calib_file: str | None = None  # train data for static ranges / activation splits (default: data_dir's train)
 
-    def calibrate(self, fp32_path, names, samples=None, moments=False, min_tokens=0):
+    def calibrate(self, fp32_path, names, samples=None, moments=False, min_tokens=0, weights=None):
         """Activation statistics on the task's train samples (static ranges, activation splits, GPTQ)."""
         from ..analyse.activations import observe_activations
 
         return observe_activations(fp32_path, names, self.task, samples=samples or 128, moments=moments,
-                                   min_tokens=min_tokens,
+                                   min_tokens=min_tokens, weights=weights,
                                    data_dir=Path(self.data_dir) if self.data_dir else None,
                                    data_file=Path(self.calib_file) if self.calib_file else None)
 
