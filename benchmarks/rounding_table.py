@@ -54,6 +54,9 @@ OURS = (("LQ", {"method": "lq"}), ("ACIQ", {"method": "aciq"}), ("OCS+ACIQ", {"m
         ("OCS+act", {"method": "ocs", "ocs_activations": True}))
 # --methods names of the rows (OCS+act: OCS r = 0.02 that also splits the dynamic activations' outlier channels)
 ROW_METHOD = {"LQ": "lq", "ACIQ": "aciq", "OCS+ACIQ": "ocs", "OCS+act": "ocs-act"}
+# our rounding rows: gptq-seq is --rounding gptq --gptq-sequential
+ROUNDING_OPTIONS = {"nearest": {"rounding": "nearest"}, "gptq": {"rounding": "gptq"},
+                    "gptq-seq": {"rounding": "gptq", "gptq_sequential": True}}
 ORT_ALGOS = ("DEFAULT", "RTN", "GPTQ", "HQQ", "k_quant")
 # the issue's targets: (model, row label, bits, granularity) -> (what, threshold)
 TARGETS = {
@@ -84,7 +87,7 @@ def ours_rows(bits: list[int], qbert: bool, methods: tuple[str, ...] = ("lq", "a
                 if ROW_METHOD[label] not in methods or (label == "OCS+act" and gran != "channel"):
                     continue  # activation splits serve the int8 kernel's per-tensor inputs: per-channel cells
                 for rounding in roundings:
-                    opts = {**kw, "bits": b, "granularity": gran, "rounding": rounding}
+                    opts = {**kw, "bits": b, "granularity": gran, **ROUNDING_OPTIONS[rounding]}
                     if gran == "group":
                         opts["group_size"] = GROUP
                     rows.append({"kind": "ours", "label": label, "bits": b, "granularity": gran,
@@ -120,7 +123,7 @@ def convert_ours(row: dict, fp32: Path, path: Path, task: str, calib: dict, hess
 
     if row["kind"] == "qbert":
         options = replace(qbert_convert_options(QBertOptions(hessian=hessian, avg_bits=3.0, bit_choices=(2, 3, 4))),
-                          rounding=row["rounding"])
+                          **ROUNDING_OPTIONS[row["rounding"]])
     else:
         options = convert_options(**row["options"])
     result = convert(str(fp32), path, options, calibrate=calibrate)
@@ -274,6 +277,10 @@ def bench_model(name: str, shared: Path, work_root: Path, bits: list[int], ort: 
     return entry
 
 
+def _key(row: dict) -> tuple:
+    return row["kind"], row["label"], row["bits"], row["granularity"], row["rounding"]
+
+
 def _row(entry, label, bits, gran, rounding):
     return next((r for r in entry["rows"] if (r["label"], r["bits"], r["granularity"], r["rounding"]) ==
                  (label, bits, gran, rounding) and "metrics" in r), None)
@@ -339,7 +346,7 @@ def table(entry: dict) -> tuple[list[str], list[list[str]]]:
             cells.append([r["label"], str(r["bits"]), r["granularity"], r["rounding"], "failed: " + r["error"][:60],
                           *["—"] * 6])
             continue
-        err_text = _f(r.get("out_err_gptq" if r["rounding"] == "gptq" else "out_err_nearest"), ".4f")
+        err_text = _f(r.get("out_err_gptq" if r["rounding"] != "nearest" else "out_err_nearest"), ".4f")
         cells.append([r["label"], str(r["bits"]), r["granularity"], r["rounding"], f"{r['metrics'][primary]:.2f}",
                       f"{r['pct_of_fp32']:.1f}", f"{r['agreement']:.2f}", f"{r['logit_rel_rms']:.4f}", err_text,
                       f"{r['bytes'] / 2**20:.2f}", f"{r['convert_seconds']:.1f}"])
@@ -381,7 +388,8 @@ def markdown(report: dict) -> str:
               help="Our uniform methods (rows); ocs-act: OCS with --ocs-activations (per-channel cells).")
 @click.option("--ort/--no-ort", default=True, show_default=True, help="ORT MatMulNBitsQuantizer rows.")
 @click.option("--ort-bits", default=None, help="Bit widths of the ORT rows (default: --bits among 4, 2).")
-@click.option("--roundings", default="nearest,gptq", show_default=True, help="Our roundings (rows).")
+@click.option("--roundings", default="nearest,gptq", show_default=True,
+              help="Our roundings (rows): nearest, gptq, gptq-seq (GPTQ with --gptq-sequential).")
 @click.option("--granularities", default="channel,group", show_default=True, help="Our granularities (rows).")
 @click.option("--only-targets", is_flag=True, help="Only our (bits, granularity) cells that have a target for the model.")
 @click.option("--qbert/--no-qbert", default=True, show_default=True, help="Q-BERT avg 3 rows (committed Hessian).")
@@ -391,7 +399,8 @@ def markdown(report: dict) -> str:
               show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--append", is_flag=True, help="Merge into an existing --json file (other models kept).")
+@click.option("--append", is_flag=True,
+              help="Merge into an existing --json file: other models and this model's other rows are kept.")
 def main(models, bits, methods, ort, ort_bits, roundings, granularities, only_targets, qbert, squad_limit, shared, work_dir, json_path, md_path, append):
     """Nearest vs GPTQ rounding for every method, beside ORT's MatMulNBitsQuantizer algorithms."""
     import logging
@@ -413,6 +422,12 @@ def main(models, bits, methods, ort, ort_bits, roundings, granularities, only_ta
                             [int(b) for b in ort_bits.split(",")] if ort_bits else None,
                             tuple(roundings.split(",")), tuple(granularities.split(",")))
         entry["command"] = report["command"]
+        old = report["models"].get(name)
+        if old:  # --append: this run's rows replace the same rows of the earlier run, the others stay
+            keys = {_key(r) for r in entry["rows"]}
+            entry["rows"] = [r for r in old["rows"] if _key(r) not in keys] + entry["rows"]
+            entry["command"] = f"{old.get('command', '')} ; {report['command']}"
+            entry["checks"] = checks(entry)
         report["models"][name] = entry
         header, cells = table(entry)
         out.print(console_table(title(entry), header, cells, left=4))
