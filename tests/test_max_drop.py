@@ -60,12 +60,12 @@ def test_convert_max_drop_end_to_end(stsb, tmp_path):
     out = tmp_path / "best" / "model.onnx"
     # on this model 4-bit drops 6-12 points, 8-bit per-channel 1.6: a path with failures, a pass, a mixed stage
     proc = run_cli("convert", "--model", str(stsb["fp32"]), "--max-drop", "3", "--task", "stsb", "--data-dir",
-                   str(stsb["glue"]), "--search-methods", "lq,aciq", "--search-bits", "8,4", "--search-samples", "100",
+                   str(stsb["glue"]), "--search-methods", "lq,aciq", "--search-bits", "8,4", "--search-samples", "170",
                    "--no-latency", "--json", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     steps = record["steps"]
-    assert "train split, after its first 128 examples, random sample of 100" in record["search_data"]
+    assert "train split, the last 170 of the calibration order (never calibrated on)" in record["search_data"]
     chosen = next(s for s in steps if s["label"] == record["chosen"]["label"])
     assert chosen["passed"] and chosen["drop"] <= 3.0
     uniform = [s for s in steps if s["stage"] == "uniform"]
@@ -94,7 +94,7 @@ def test_max_drop_searches_rounding(stsb, tmp_path):
     out = tmp_path / "r" / "model.onnx"
     proc = run_cli("convert", "--model", str(stsb["fp32"]), "--max-drop", "3", "--task", "stsb", "--data-dir",
                    str(stsb["glue"]), "--search-methods", "lq", "--search-bits", "8,4", "--search-granularity", "channel",
-                   "--search-rounding", "nearest,gptq", "--search-samples", "100", "--no-mixed", "--no-latency",
+                   "--search-rounding", "nearest,gptq", "--search-samples", "170", "--no-mixed", "--no-latency",
                    "--json", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
@@ -132,7 +132,7 @@ def test_convert_writes_model_card(tiny_onnx, tmp_path):
 
 def test_max_drop_dev_half_reports_the_other_half(stsb, tmp_path):
     out = tmp_path / "m" / "model.onnx"
-    proc = run_cli("convert", "--model", str(stsb["fp32"]), "--max-drop", "5", "--task", "stsb", "--data-dir",
+    proc = run_cli("convert", "--model", str(stsb["fp32"]), "--max-drop", "3", "--task", "stsb", "--data-dir",
                    str(stsb["glue"]), "--search-methods", "lq", "--search-bits", "8,4", "--search-data", "dev-half",
                    "--no-mixed", "--no-latency", "--json", "-o", str(out))
     # exit 3 when the full dev drop misses the budget the search half passed (the file is written either way)
