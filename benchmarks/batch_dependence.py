@@ -27,7 +27,7 @@ FORMS = {
     "W8 channel, dynamic int8 activations": ({"bits": 8}, "DynamicQuantizeLinear: one range per batch"),
     "W4 channel, dynamic int8 activations": ({"bits": 4}, "DynamicQuantizeLinear: one range per batch"),
     "OCS W4 channel, dynamic int8 activations": ({"method": "ocs", "bits": 4}, "DynamicQuantizeLinear: one range per batch"),
-    "W4 group-32, int8-requant kernel": ({"bits": 4, "granularity": "group", "group_size": 32, "group_kernel": "int8"},
+    "W4 group-32, int8 kernel (two-level scales)": ({"bits": 4, "granularity": "group", "group_size": 32, "group_kernel": "int8"},
                                          "DynamicQuantizeLinear: one range per batch"),
     "W8 channel, static int8 activations": ({"bits": 8, "act_calib": "static"}, "QuantizeLinear: calibrated ranges"),
     "W4 group-32, MatMulNBits (int8 activations)": ({"bits": 4, "granularity": "group", "group_size": 32},

@@ -105,9 +105,9 @@ def row_specs(bits: list[int], baselines: bool = True, ablation: bool = False, i
         if b in GROUP_BITS:
             for method in ("LQ", "ACIQ"):
                 rows.append(RowSpec("ours", method, b, "group", GROUP_SIZE, "i8 blk*", "i8"))
-            if int8_group:  # requantized per channel to int8 at load: ORT's int8 GEMM (convert --group-kernel int8)
+            if int8_group:  # two-level scales multiplied out to int8 at load: ORT's int8 GEMM (convert --group-kernel int8)
                 for method in ("LQ", "ACIQ"):
-                    rows.append(RowSpec("ours", f"{method} int8-requant", b, "group", GROUP_SIZE, "u8 dyn", "i8",
+                    rows.append(RowSpec("ours", f"{method} int8 two-level", b, "group", GROUP_SIZE, "u8 dyn", "i8",
                                         group_kernel="int8"))
         if baselines and b == 8:
             rows.append(RowSpec("ort-dynamic", "ORT dynamic", 8, "channel", None, "u8 dyn", "u8"))
@@ -441,7 +441,7 @@ def _int_list(ctx, param, value):
 @click.option("--ablation", is_flag=True,
               help="Extra 8-bit rows: weights only (FP32 activations and embeddings), and weights + activations.")
 @click.option("--int8-group", is_flag=True,
-              help="Extra group-wise rows requantized per channel to int8 at load (convert --group-kernel int8).")
+              help="Extra group-wise rows with two-level scales on the int8 GEMM (convert --group-kernel int8).")
 @click.option("--no-reference-cache", is_flag=True, help="Re-run the FP32 model for every row's comparison.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write all results as JSON.")
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the tables as Markdown.")

@@ -370,7 +370,7 @@ NOTES = [
     "quantize_dynamic(weight_type=QInt8, extra_options DefaultTensorType=FLOAT) on that optimised graph "
     "(QAttention, QEmbedLayerNormalization, DynamicQuantizeMatMul; it also quantizes pooler/classifier and embeddings).",
     "Ours: `convert` on the FP32 export with ConvertOptions of the row (8-bit dynamic activations, int8 embeddings); "
-    "`int8` = --group-kernel int8 (group-wise 4-bit stored, requantized per channel to int8 at session load). "
+    "`int8` = --group-kernel int8 (group-wise 4-bit stored with two-level scales, multiplied out exactly to int8 at session load). "
     "OCS: r = 0.02. OCS-3: split rows folded back into the int8 weight at session load (no Gather at run time); "
     "OCS-8: the sums do not fit int8, so the MatMul reads Concat(x, Gather(x, split channels)) on the uint8 "
     "activation (+2% multiply-adds plus the Gather and Concat).",

@@ -26,8 +26,9 @@ _ROLE = {"attention.self.query": "query", "attention.self.key": "key", "attentio
          "attention.output.dense": "attention_output", "intermediate.dense": "intermediate", "output.dense": "output"}
 _EMBEDDING = re.compile(r"embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)\.weight$")
 # Initializers a quantized tensor is made of, by suffix (ours and onnxruntime.quantization's).
-_SUFFIXES = ("_quantized", "_zero_point", "_requant_scale", "_scale", "_ocs_index", "_ocs_channels", "_ocs_start",
-             "_ocs_k", "_ocs_end", "_unsqueeze_axes", "_row_start", "_row_step", "_block_size", "_k")
+_SUFFIXES = ("_quantized", "_zero_point", "_multiplier", "_channel_scale", "_rows_shape", "_scale", "_ocs_index",
+             "_ocs_channels", "_ocs_start", "_ocs_k", "_ocs_end", "_unsqueeze_axes", "_row_start", "_row_step",
+             "_block_size", "_k")
 _INTEGER = {"INT8": 8, "UINT8": 8, "INT4": 4, "UINT4": 4, "INT2": 2, "UINT2": 2}
 # Ops worth naming in the optimized graph: transformer fusions and the kernels linear layers run on.
 FUSIONS = ("Attention", "MultiHeadAttention", "QAttention", "EmbedLayerNormalization", "QEmbedLayerNormalization",
@@ -84,7 +85,7 @@ def inspect_model(path: Path, runtime: bool = True, device: str = "cpu", config:
                "layer": int(enc.group(1)) if enc else None,
                "role": _ROLE[enc.group(2)] if enc else (emb.group(1) if emb else t.role if t else None),
                "container": f"{t.bits}-bit packed" if t and t.storage == "bits" else dtype.lower(),
-               "shape": list(t.shape) if t and t.storage == "bits" else list(main.dims),
+               "shape": list(t.shape) if t and (t.storage == "bits" or t.kernel == "int8-two-level") else list(main.dims),
                "bits": t.bits if t else _INTEGER.get(dtype, 32),
                "granularity": t.granularity if t else _granularity(base, inits, dq, main),
                "group_size": t.group_size if t else _block_size(dq.get(f"{base}_dequantized")),

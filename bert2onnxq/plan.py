@@ -18,7 +18,8 @@ TARGETS = ("cpu", "cuda")
 # How ONNX Runtime runs a weight (decided per tensor for the plan's target):
 KERNELS = {
     "int8": "int8 GEMM on int8 weights and 8-bit activations (ORT MatMulIntegerToFloat / DynamicQuantizeMatMul)",
-    "int8-requant": "group-wise weight requantized per output channel to int8 at session load, then int8 GEMM",
+    "int8-two-level": "group-wise weight with two-level scales (float per output channel x integer per group), "
+                      "multiplied out exactly to int8 at session load, then int8 GEMM",
     "matmulnbits": "DequantizeLinear -> MatMul fused by ORT into MatMulNBits (block-wise n-bit weights)",
 }
 OCS_FORMS = {
@@ -225,12 +226,12 @@ def check_plan_fits(plan: QuantPlan, initializers: dict[str, tuple[int, ...]]) -
 def default_kernel(t: TensorPlan, target: str, act_bits: int | None, group_kernel: str = "matmulnbits") -> str:
     """The ORT kernel a weight runs on (KERNELS). CPU with 8-bit activations: the int8 GEMM for
     per-tensor/per-channel weights; group-wise ones have no int8 GEMM in ORT and go to MatMulNBits
-    (int8 activations per block) unless requantized per channel (group_kernel="int8"). Weight-only
+    (int8 activations per block) unless given two-level scales (group_kernel="int8"). Weight-only
     graphs and CUDA: DequantizeLinear -> MatMul, which ORT fuses into MatMulNBits."""
     if target == "cpu" and act_bits:
         if t.granularity != "group":
             return "int8"
-        return "int8-requant" if group_kernel == "int8" else "matmulnbits"
+        return "int8-two-level" if group_kernel == "int8" else "matmulnbits"
     return "matmulnbits"
 
 
@@ -252,10 +253,10 @@ def check_kernels(plan: QuantPlan) -> None:
         if t.kernel not in KERNELS or t.ocs_form not in ("", *OCS_FORMS):
             raise BadInput(f"the plan gives '{t.name}' kernel '{t.kernel}' / OCS form '{t.ocs_form}', which bert2onnxq "
                            f"does not know: recreate the plan with --plan-out")
-        int8 = t.kernel in ("int8", "int8-requant")
+        int8 = t.kernel in ("int8", "int8-two-level")
         if int8 and (plan.target != "cpu" or not plan.activations.bits):
             raise BadInput(f"the plan runs '{t.name}' on the int8 GEMM, which needs target cpu and 8-bit activations")
-        if (t.kernel == "int8-requant") != (t.granularity == "group" and int8):
+        if (t.kernel == "int8-two-level") != (t.granularity == "group" and int8):
             raise BadInput(f"the plan's kernel '{t.kernel}' for '{t.name}' does not fit its {t.granularity} granularity")
         if t.kernel == "matmulnbits" and t.granularity == "group" and not nbits_block_ok(t.group_size):
             raise BadInput(f"group size {t.group_size} cannot run on ONNX Runtime's MatMulNBits (its blocks are powers of "

@@ -2,7 +2,8 @@
 
 * OCS rows folded back at session start (ocs-fold) == numerics.fold_ocs, bit for bit; same logits as the
   Concat + Gather form; no Gather / ScatterND / DequantizeLinear left after ORT's optimizations.
-* group-wise weights requantized per channel (--group-kernel int8) == numerics.requantize_int8, on int8 GEMMs.
+* group-wise weights with two-level scales (--group-kernel int8) == numerics.dequantize on their grid, bit for bit,
+  on int8 GEMMs.
 * --target cuda: weight-only DQ -> MatMul, no DynamicQuantizeLinear, no int2 reaching a DequantizeLinear.
 """
 
@@ -19,7 +20,7 @@ from bert2onnxq.convert import convert
 from bert2onnxq.errors import BadInput
 from bert2onnxq.inspect import runtime_graph
 from bert2onnxq.methods import convert_options
-from bert2onnxq.numerics import QuantParams, fold_ocs, requantize_int8
+from bert2onnxq.numerics import QuantParams, fold_ocs, two_level_int8, two_level_params
 from bert2onnxq.plan import QuantPlan
 
 f32 = np.float32
@@ -64,17 +65,52 @@ def test_fold_ocs_refuses_blocks_and_overflow():
         fold_ocs(np.zeros((3, 2), np.int8), _channel_params([1.0, 1.0]), np.array([1, 0, 0]))
 
 
-def test_requantize_int8_by_hand():
-    # two blocks of 2 rows; column 0 has max |w| 1.5 -> step 1.5 / 127
-    q = np.array([[1, 2], [-3, 0], [2, -1], [0, 1]], np.int8)
-    p = QuantParams(3, True, "group", np.array([[0.5, 0.25], [0.25, 1.0]], f32), None, 0, 2, np.ones((2, 2), f32))
-    values, rq = requantize_int8(q, p)
-    w = numerics.dequantize(q, p)  # [[.5, .5], [-1.5, 0], [.5, -1], [0, 1]]
-    step = (np.abs(w).max(axis=0) / 127).astype(f32)
-    np.testing.assert_array_equal(rq.scale, step)
-    np.testing.assert_array_equal(values, np.rint(w / step).astype(np.int8))
-    assert values.dtype == np.int8 and np.abs(values).max() == 127 and rq.axis == 1 and rq.bits == 8
-    assert np.abs(numerics.dequantize(values, rq) - w).max() <= step.max() / 2 * (1 + 1e-6)
+def test_two_level_params_by_hand():
+    # 4-bit symmetric (q in -7..7): multipliers up to 127 // 7 = 18; blocks of 2 rows
+    w = np.array([[6.3, 0.35], [1.0, -0.35], [0.7, 0.09], [-0.2, 0.0]])
+    free = QuantParams(4, True, "group", np.array([[0.9, 0.05], [0.1, 0.09 / 7]], f32), None, 0, 2,
+                       np.array([[6.3, 0.35], [0.7, 0.09]], f32))
+    p = two_level_params(w, free)
+    c = p.channel_scale
+    # c = the largest block scale / 18, rounded up to a 16-bit significand: the largest block keeps m = 18
+    np.testing.assert_array_equal(p.multiplier[0], [18, 18])
+    assert np.all(c * 18 >= free.scale.max(axis=0)) and np.all(c * 18 <= free.scale.max(axis=0) * (1 + 2.0 ** -15))
+    assert np.frexp(c.astype(np.float64))[0].tolist() == (np.ceil(np.frexp(c.astype(np.float64))[0] * 65536) / 65536).tolist()
+    # column 0, block 1: 0.1 / 0.05 = 2 (floor = ceil); column 1, block 1: ratio 4.63 -> 4 or 5, the smaller error
+    assert p.multiplier[1, 0] == 2 and p.multiplier[1, 1] in (4, 5)
+    errors = {}
+    for m in (4, 5):
+        s_ = np.float64(c[1]) * m
+        q = np.clip(np.rint(w[2:, 1] / s_), -7, 7)
+        errors[m] = float(np.sum((w[2:, 1] - q * s_) ** 2))
+    assert p.multiplier[1, 1] == min(errors, key=errors.get)
+    np.testing.assert_array_equal(p.scale, (c[None, :] * p.multiplier).astype(f32))
+    q = numerics.quantize(w, p)
+    values = two_level_int8(q, p)
+    np.testing.assert_array_equal(values, q.astype(np.int32) * np.repeat(p.multiplier, 2, axis=0))
+    np.testing.assert_array_equal(numerics.dequantize(q, p), values.astype(f32) * c)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_two_level_is_exact_on_every_grid(symmetric, bits):
+    """int8 values within int8, the float32 products exact (DQ(m (q - z), c) == DQ(q, c m, z)), short
+    last blocks and all-zero blocks handled, and the weight error close to the free-scale grid's."""
+    rng = np.random.default_rng(bits)
+    w = rng.standard_t(4, (70, 24)) * rng.uniform(0.05, 2, 24)  # 70 rows: a short last block of 6
+    w[:16, 5] = 0.0
+    for fit in (numerics.lq_params, numerics.aciq_params):
+        free = fit(w, bits, symmetric=symmetric, granularity="group", group_size=16)
+        p = two_level_params(w, free)
+        q = numerics.quantize(w, p)
+        values = two_level_int8(q, p)
+        assert values.dtype == np.int8 and np.abs(values.astype(np.int32)).max() <= 127
+        assert 1 <= p.multiplier.min() and p.multiplier.max() <= numerics.multiplier_limit(bits, symmetric)
+        np.testing.assert_array_equal(numerics.dequantize(q, p), values.astype(f32) * p.channel_scale)
+        free_mse = numerics.mse(w, numerics.dequantize(numerics.quantize(w, free), free))
+        assert numerics.mse(w, numerics.dequantize(q, p)) < 1.1 * free_mse
+    with pytest.raises(ValueError, match="group-wise"):
+        two_level_params(w, numerics.lq_params(w, bits, granularity="channel"))
 
 
 # --- graphs ---------------------------------------------------------------------------------------------------
@@ -134,35 +170,37 @@ def test_ocs_gather_only_reads_split_channels(tiny_onnx, tmp_path):
     assert rt["linear_kernels"].get("int8") == len(plan.weights) and rt["dequantize_linear_at_run_time"] == 0
 
 
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_group_requant_is_exact_and_runs_int8(tiny_onnx, tmp_path, symmetric):
+@pytest.mark.parametrize("symmetric,bits,group_size,pack", [(True, 4, 16, False), (False, 4, 16, False),
+                                                          (True, 3, 24, True), (False, 2, 16, False)])
+def test_group_two_level_is_exact_and_runs_int8(tiny_onnx, tmp_path, symmetric, bits, group_size, pack):
     src = str(tiny_onnx["classification"])
-    options = convert_options(bits=4, granularity="group", group_size=16, symmetric=symmetric, group_kernel="int8")
-    summary = convert(src, tmp_path / "rq.onnx", options)
+    options = convert_options(bits=bits, granularity="group", group_size=group_size, symmetric=symmetric,
+                              group_kernel="int8", pack_bits=pack)
+    summary = convert(src, tmp_path / "tl.onnx", options)
     plan = summary["plan"]
-    assert {t.kernel for t in plan.weights} == {"int8-requant"}
-    assert all(0 < t.stats["requant_mse"] < t.stats["mse"] for t in plan.weights)  # a second, smaller rounding
-    model = onnx.load(str(tmp_path / "rq.onnx"))
+    assert {t.kernel for t in plan.weights} == {"int8-two-level"}
+    model = onnx.load(str(tmp_path / "tl.onnx"))
     onnx.checker.check_model(model, full_check=True)
-    stored = {f"{t.name}_quantized" for t in plan.weights}
-    assert {i.data_type for i in model.graph.initializer if i.name in stored} == \
-        {onnx.TensorProto.INT4 if symmetric else onnx.TensorProto.UINT4}  # 4-bit group-wise on disk
+    stored = {i.name: i for i in model.graph.initializer if i.name in {f"{t.name}_quantized" for t in plan.weights}}
+    want = onnx.TensorProto.UINT8 if pack else {(True, 4): onnx.TensorProto.INT4, (False, 4): onnx.TensorProto.UINT4,
+                                                (False, 2): onnx.TensorProto.UINT2}[symmetric, bits]
+    assert {i.data_type for i in stored.values()} == {want}  # group-wise bits on disk, no int8 copy
     names = [f"{t.name}_dequantized" for t in plan.weights]
-    got = _run(tmp_path / "rq.onnx", names, disable_all=True)
+    got = _run(tmp_path / "tl.onnx", names, disable_all=True)
     from bert2onnxq.onnx_io import load_ir, weight_array
     from bert2onnxq.quantize import weight_grid
 
     fp32 = load_ir(tiny_onnx["classification"])
     for t, value in zip(plan.weights, got):
         matrix, params, _ = weight_grid(weight_array(fp32, t.name), t)
-        q8, rq = requantize_int8(numerics.quantize(matrix, params), params)
-        np.testing.assert_array_equal(value, numerics.dequantize(q8, rq))
-    rt = runtime_graph(tmp_path / "rq.onnx")
+        q = numerics.quantize(matrix, params)
+        np.testing.assert_array_equal(value, numerics.dequantize(q, params))  # the group-wise grid, exactly
+        np.testing.assert_array_equal(value, two_level_int8(q, params).astype(f32) * params.channel_scale)
+    rt = runtime_graph(tmp_path / "tl.onnx")
     assert rt["linear_kernels"].get("int8") == len(plan.weights) and "nbits" not in rt["linear_kernels"]
-    assert rt["dequantize_linear_at_run_time"] == 0
-    # close to the exact group-wise graph (MatMulNBits): one extra rounding of half an int8 step
-    convert(src, tmp_path / "nbits.onnx", convert_options(bits=4, granularity="group", group_size=16, symmetric=symmetric))
-    a, b = _run(tmp_path / "rq.onnx")[0], _run(tmp_path / "nbits.onnx")[0]
+    assert rt["dequantize_linear_at_run_time"] == 0  # the multiplier chain folded at load
+    # same weights through ORT's optimizations, on 8-bit dynamic activations: logits close to the float graph
+    a, b = _run(tmp_path / "tl.onnx")[0], _run(tmp_path / "tl.onnx", disable_all=True)[0]
     assert np.abs(a - b).max() < 0.05 * np.abs(b).max() + 1e-3
 
 

@@ -134,8 +134,9 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
                  help="Store 3/5/6/7-bit weights that many bits each, not in INT4/INT8: a 15-30% smaller file, but "
                       "ONNX Runtime's unpacking at load peaks at several times the memory (docs/commands.md)."),
     cloup.option("--group-kernel", type=click.Choice(["matmulnbits", "int8"]), default="matmulnbits", show_default=True,
-                 help="cpu, group-wise weights: matmulnbits (exact group numerics, ORT MatMulNBits) or int8 (requantized per "
-                      "output channel to int8 at session load: int8-GEMM speed, one more rounding of at most half an int8 step)."),
+                 help="cpu, group-wise weights: matmulnbits (free float scale per group, ORT MatMulNBits) or int8 (two-level "
+                      "scales: float per output channel x integer per group, multiplied out exactly to int8 at session load "
+                      "and run on the int8 GEMM)."),
 )
 @cloup.option_group(
     "Rounding (the quantize stage; every method)",

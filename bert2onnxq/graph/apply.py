@@ -25,7 +25,7 @@ def apply_plan(model: ir.Model, plan: QuantPlan, weights: list[QuantizedTensor],
         # ORT's default); explicit activation QDQ in front of a blocked weight makes ORT 1.31 build a
         # MatMulIntegerToFloat that cannot run. The int8 GEMM kernels get the activation quantizers.
         kernels = {t.name: t.kernel for t in plan.weights}
-        dequantized = [f"{t.name}_dequantized" for t in weights if kernels[t.name] in ("int8", "int8-requant")]
+        dequantized = [f"{t.name}_dequantized" for t in weights if kernels[t.name] in ("int8", "int8-two-level")]
         ranges = plan.activations.ranges if plan.activations.mode == "static" else None
         passes.append(QuantizeActivationsPass(dequantized, ranges))
     ir.passes.PassManager(passes)(model)

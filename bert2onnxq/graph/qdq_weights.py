@@ -21,11 +21,13 @@ file keeps the planned bits while the session runs the kernel the plan chose (pl
 * ocs-fold: Cast(int8) [- zero point] -> ScatterND(rows 0..K-1, channel of each appended row,
   appended rows, reduction=add): OCS's duplicated rows summed back onto their input channel
   (numerics.fold_ocs). The MatMul then reads x itself: no Gather, no extra multiply-adds.
-* requant: [Cast(int8) - zero point ->] Cast(float) -> QuantizeLinear(int8, blocked scale
-  requant_scale / block scale): a group-wise weight requantized to int8 per output channel
-  (numerics.requantize_int8) so that ORT runs it on its int8 GEMM instead of MatMulNBits.
-Both chains are short and narrow on purpose: ORT keeps what it folds resident, so every full-size
-intermediate costs its bytes at load and after (int8 where the values allow it).
+* two-level: W_q stored [blocks, B, N] (rows padded to whole blocks) -> Cast(int8) [- zero point]
+  -> Mul(multiplier [blocks, 1, N]) -> Reshape [K, N] [-> Slice] -> DequantizeLinear(channel scale,
+  axis 1): a group-wise weight with two-level scales (numerics.two_level_params) multiplied out to
+  exactly its int8 values at load, so that ORT runs it on its int8 GEMM instead of MatMulNBits. The
+  3-D layout lets the multiplier broadcast with no full-size index tensor (ORT has no int4 Reshape).
+Every chain is short and narrow on purpose: ORT keeps every folded intermediate until its constant
+folding pass ends, so each full-size one costs its bytes at the load peak (int8 where the values allow it).
 """
 
 from __future__ import annotations
@@ -90,11 +92,12 @@ def _shared_constant(graph: ir.Graph, name: str, array, dtype) -> ir.Value:
 
 
 def bit_packed_values(graph: ir.Graph, nodes: list[ir.Node], base: str, values: np.ndarray, bits: int,
-                      signed: bool) -> ir.Value:
+                      signed: bool, to_container: bool = True) -> ir.Value:
     """`values` stored `bits` bits each (numerics.pack_bits; signed ones offset by 2^(bits-1)) and the
     byte ops that unpack them into the container `integer_initializer` would have used: Gather the two
     bytes each value lies in, BitShift, BitwiseAnd/Or, all uint8 (narrow intermediates: ORT keeps what
-    it folds), then Cast [- offset]. Constant-folded at session start into the same initializer."""
+    it folds), then Cast [- offset]. Constant-folded at session start into the same initializer
+    (`to_container=False`: left as int8 / uint8)."""
     offset = 1 << (bits - 1) if signed else 0
     stored = uint8_initializer(graph, f"{base}_quantized", pack_bits(np.asarray(values, np.int16) + offset, bits))
     o, k = bit_offsets(bits), f"bit_unpack{bits}"
@@ -119,7 +122,7 @@ def bit_packed_values(graph: ir.Graph, nodes: list[ir.Node], base: str, values: 
         v = _add(nodes, "Cast", [v], f"{base}_unpack_int8", to=ir.DataType.INT8)
         v = _add(nodes, "Sub", [v, c["offset"]], f"{base}_unpack_signed")
     dtype = _DTYPES[container(bits, signed)]
-    if dtype.bitwidth < 8:
+    if to_container and dtype.bitwidth < 8:
         v = _add(nodes, "Cast", [v], f"{base}_unpack_container", f"{base}_unpacked", to=dtype)
     return v
 
@@ -131,6 +134,8 @@ def dequantize_nodes(graph: ir.Graph, t: QuantizedTensor) -> list[ir.Node]:
     if t.form not in FORMS:
         raise ValueError(f"unknown form {t.form!r}")
     nodes: list[ir.Node] = []
+    if t.form == "two-level":
+        return two_level_nodes(graph, nodes, t)
     if t.bit_packed:
         q = bit_packed_values(graph, nodes, base, t.values, params.bits, params.symmetric)
     else:
@@ -150,22 +155,6 @@ def dequantize_nodes(graph: ir.Graph, t: QuantizedTensor) -> list[ir.Node]:
         channels = int64_initializer(graph, f"{base}_ocs_channels", np.asarray(t.gather_index[k:])[:, None])
         q = _add(nodes, "ScatterND", [rows, channels, split], f"{base}_ocs_fold", f"{base}_folded_int8", reduction="add")
         inputs = [q, float_initializer(graph, f"{base}_scale", params.scale)]
-    elif t.form == "requant":
-        if zp_values is not None:  # zero points per block: one row of them per input row, Range(K) / B
-            k = t.values.shape[0]
-            rows = _add(nodes, "Range", [int64_initializer(graph, f"{base}_row_start", 0), int64_initializer(graph, f"{base}_k", k),
-                                         int64_initializer(graph, f"{base}_row_step", 1)], f"{base}_rows")
-            rows = _add(nodes, "Div", [rows, int64_initializer(graph, f"{base}_block_size", params.block_size)], f"{base}_block_of_row")
-            zp = _add(nodes, "Gather", [_zero_point_int8(graph, nodes, base, zp_values, params.bits), rows], f"{base}_zero_point_rows",
-                      axis=0)
-            q = _add(nodes, "Cast", [q], f"{base}_Cast", f"{base}_int8", to=ir.DataType.INT8)
-            q = _add(nodes, "Sub", [q, zp], f"{base}_Sub")
-        x = _add(nodes, "Cast", [q], f"{base}_float_Cast", f"{base}_float", to=ir.DataType.FLOAT)
-        s8 = float_initializer(graph, f"{base}_requant_scale", t.requant.scale)
-        ratio = _add(nodes, "Div", [s8, float_initializer(graph, f"{base}_scale", params.scale)], f"{base}_requant_ratio")
-        q = _add(nodes, "QuantizeLinear", [x, ratio], f"{base}_requant", f"{base}_requantized_int8", axis=0,
-                 block_size=params.block_size, output_dtype=ir.DataType.INT8)
-        inputs, attributes = [q, s8], {"axis": 1}
     elif t.load_as == "int8" and zp_values is not None:
         # sub-byte asymmetric: q - zero point in int8 at load (|q - zp| <= 15), so the DequantizeLinear
         # has signed weights and no zero point and ORT runs its u8s8 int8 GEMM, not the slower u8u8 one
@@ -185,6 +174,35 @@ def dequantize_nodes(graph: ir.Graph, t: QuantizedTensor) -> list[ir.Node]:
             attributes["block_size"] = params.block_size
     dq = ir.node("DequantizeLinear", inputs, attributes, name=f"{base}_DequantizeLinear",
                  outputs=[ir.Value(name=f"{base}_dequantized")])
+    return [*nodes, dq]
+
+
+def two_level_nodes(graph: ir.Graph, nodes: list[ir.Node], t: QuantizedTensor) -> list[ir.Node]:
+    """The two-level form (module docstring): int8 m * (q - z) multiplied out at load, per-channel DQ."""
+    base, params = t.name, t.params
+    k, n = t.values.shape
+    b = params.block_size
+    g = -(-k // b)
+    pad = np.zeros((g * b - k, n), t.values.dtype)
+    if params.zero_point is not None:  # padded rows hold their block's zero point: zero after the Sub
+        pad[:] = np.asarray(params.zero_point)[-1]
+    values = np.concatenate([t.values, pad]).reshape(g, b, n)
+    if t.bit_packed:
+        q = bit_packed_values(graph, nodes, base, values, params.bits, params.symmetric, to_container=False)
+    else:
+        q = integer_initializer(graph, f"{base}_quantized", values, params.bits, params.symmetric)
+    q = _add(nodes, "Cast", [q], f"{base}_Cast", f"{base}_int8", to=ir.DataType.INT8)
+    if params.zero_point is not None:
+        zp = constant_initializer(graph, f"{base}_zero_point", np.asarray(params.zero_point)[:, None, :], np.int8)
+        q = _add(nodes, "Sub", [q, zp], f"{base}_Sub")
+    m = constant_initializer(graph, f"{base}_multiplier", np.asarray(params.multiplier)[:, None, :], np.int8)
+    q = _add(nodes, "Mul", [q, m], f"{base}_multiply", f"{base}_multiplied_int8")
+    q = _add(nodes, "Reshape", [q, int64_initializer(graph, f"{base}_rows_shape", [g * b, n])], f"{base}_rows")
+    if g * b != k:
+        q = _add(nodes, "Slice", [q, int64_initializer(graph, f"{base}_row_start", [0]),
+                                  int64_initializer(graph, f"{base}_k", [k])], f"{base}_Slice")
+    dq = ir.node("DequantizeLinear", [q, float_initializer(graph, f"{base}_channel_scale", params.channel_scale)],
+                 {"axis": 1}, name=f"{base}_DequantizeLinear", outputs=[ir.Value(name=f"{base}_dequantized")])
     return [*nodes, dq]
 
 

@@ -46,7 +46,7 @@ class ConvertOptions:
     emb_bits: int | None = 8
     skip: tuple[str, ...] = field(default_factory=tuple)
     target: str = "cpu"  # execution provider whose native kernels the graph forms are chosen for
-    group_kernel: str = "matmulnbits"  # cpu, group-wise: matmulnbits (exact) | int8 (requantized per channel)
+    group_kernel: str = "matmulnbits"  # cpu, group-wise: matmulnbits | int8 (two-level scales)
     rounding: str = "nearest"  # the quantize stage: nearest | gptq (output-error compensating, needs calibration)
     gptq_damp: float = 0.01  # gptq: added to diag(H), as a fraction of its mean
     gptq_block: int = 128  # gptq: rows per lazy batch update

@@ -38,11 +38,11 @@ from .quant import (
                   quantize,
                   weight_ranges,
 )
-from .runtime import fold_ocs, requantize_int8
+from .runtime import fold_ocs, multiplier_limit, two_level_int8, two_level_params
 
 __all__ = ["DISTRIBUTIONS", "GRANULARITIES", "QuantParams", "aciq_params", "container", "container_bits",
            "container_bytes", "dequantize", "expand_scale", "gauss_mse", "ideal_bytes", "int_range",
            "laplace_mse", "lq_params", "mse", "neuron_groups", "ActivationSplit", "OCSSplit", "activation_split",
            "replay_splits", "split_order", "grid_aware", "num_splits", "ocs_params", "ocs_split", "optimal_alpha",
-           "pack", "quantize", "unpack", "weight_ranges", "fold_ocs", "requantize_int8", "dynamic_quantize",
+           "pack", "quantize", "unpack", "weight_ranges", "fold_ocs", "multiplier_limit", "two_level_int8", "two_level_params", "dynamic_quantize",
            "BIT_PACKED", "bit_offsets", "pack_bits", "unpack_bits"]

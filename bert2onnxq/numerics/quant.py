@@ -50,6 +50,9 @@ class QuantParams:
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
     column_groups: np.ndarray | None = None  # neuron-group: the group of every output column
+    # two-level group scales (numerics.runtime.two_level_params): scale == channel_scale * multiplier exactly
+    channel_scale: np.ndarray | None = None  # [N] float32
+    multiplier: np.ndarray | None = None  # [blocks, N] integers 1..127 // max|q - z|
 
     @property
     def num_scales(self) -> int:

@@ -8,16 +8,22 @@ constant-folded ops at session load and tests can compare ORT's result with thes
   Q[k, n] = sum over the rows r that read channel k of (q[r, n] - z_n). When |Q| <= 127 the split weight
   runs as an ordinary int8 per-channel weight: no Gather, no extra multiply-adds, and with 8-bit
   activations the integer dot products are the same as the split form's.
-* `requantize_int8`: a group-wise weight (one scale per block of inputs) has no int8 GEMM in ONNX
-  Runtime's CPU provider. Its values are requantized per output channel to int8 (step
-  max|W[:, n]| / 127): a second rounding, about half an int8 step per weight at most.
+* `two_level_params`: a group-wise weight (one scale per block of inputs) has no int8 GEMM in ONNX
+  Runtime's CPU provider. With two-level scales, a float scale c[n] per output channel times a small
+  integer multiplier m[g, n] per block (llama.cpp's k-quants have the same shape), the int8 values
+  m[g, n] * (q - z) and the per-channel scale c give exactly the group-wise weight: the int8 GEMM runs
+  it with no second rounding. c keeps 16 significant bits, so c * m and c * m * (q - z) are exact in
+  float32 (|m (q - z)| <= 127 needs at most 7 bits) and DequantizeLinear(m (q - z), c) equals
+  DequantizeLinear(q, c * m, z) bit for bit.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from .quant import QuantParams, dequantize, expand_scale
+from .quant import QuantParams, expand_scale, int_range
 
 INT8_MAX = 127
 
@@ -41,23 +47,70 @@ def fold_ocs(q: np.ndarray, params: QuantParams, index: np.ndarray) -> np.ndarra
     return folded if magnitude.max(initial=0) <= INT8_MAX else None
 
 
-def requantize_int8(q: np.ndarray, params: QuantParams) -> tuple[np.ndarray, QuantParams]:
-    """(int8 values, per-output-channel symmetric int8 params) for group-wise integers q.
+def multiplier_limit(bits: int, symmetric: bool) -> int:
+    """The largest multiplier m with m * max|q - z| <= 127 on the `bits` grid (int_range)."""
+    qmin, qmax = int_range(bits, symmetric)
+    return INT8_MAX // max(abs(qmin), qmax)
 
-    The int8 step of column n is s8 = float32(max|w[:, n]| / 127) with w = dequantize(q, params). The
-    values are rint((q - z) / r) with the float32 ratio r = s8 / s (s: the block's scale), the division
-    that the graph's blocked QuantizeLinear does (one float32 rounding away from rint(w / s8))."""
-    if params.block_size is None or np.asarray(q).ndim != 2:
-        raise ValueError("requantize_int8 takes group-wise (blocked) [K, N] weights")
+
+def _round_up_16_bits(x: np.ndarray) -> np.ndarray:
+    """x rounded up to a 16-bit significand, as float32 (x > 0)."""
+    mantissa, exponent = np.frexp(np.asarray(x, np.float64))
+    return np.ldexp(np.ceil(mantissa * 65536.0) / 65536.0, exponent).astype(np.float32)
+
+
+def two_level_params(w: np.ndarray, params: QuantParams) -> QuantParams:
+    """The group-wise grid of `params` with two-level scales (module docstring), for W [K, N].
+
+    c[n] is the column's largest block scale over the multiplier limit M, so that block keeps its scale
+    exactly; every other block takes the multiplier just below or just above its own scale / c, the one
+    with the smaller squared error of nearest rounding on its weights (below clips a little, above
+    widens the step). Asymmetric blocks keep their lower bound and recompute their zero point."""
+    if params.block_size is None or np.asarray(w).ndim != 2:
+        raise ValueError("two-level scales need group-wise (blocked) [K, N] weights")
+    w = np.asarray(w, np.float64)
+    k, n = w.shape
+    b, limit = params.block_size, multiplier_limit(params.bits, params.symmetric)
+    if limit < 1:
+        raise ValueError(f"{params.bits}-bit values do not fit int8 with a multiplier")
+    g = -(-k // b)
+    blocks = np.concatenate([w, np.full((g * b - k, n), np.nan)]).reshape(g, b, n)
+    scale = np.asarray(params.scale, np.float64)
+    live = np.asarray(params.clip, np.float64) > 0  # all-zero blocks: any scale is exact
+    peak = np.where(live, scale, 0.0).max(axis=0)
+    channel = np.where(peak > 0, _round_up_16_bits(np.where(peak > 0, peak, 1.0) / limit), np.float32(1.0))
+    ratio = np.where(live, scale / channel.astype(np.float64), 1.0)
+    qmin, qmax = int_range(params.bits, params.symmetric)
+    lo = None if params.symmetric else np.asarray(params.lo, np.float64)
+
+    def candidate(m):
+        s = channel.astype(np.float64) * m  # exact in float32 (module docstring)
+        z = np.zeros_like(s) if lo is None else np.clip(np.rint(-lo / s), qmin, qmax)
+        q = np.clip(np.rint(blocks / s[:, None, :]) + z[:, None, :], qmin, qmax)
+        return s, z, np.nansum((blocks - (q - z[:, None, :]) * s[:, None, :]) ** 2, axis=1)
+
+    below, above = (np.clip(f(ratio), 1, limit) for f in (np.floor, np.ceil))
+    (s_lo, z_lo, e_lo), (s_hi, z_hi, e_hi) = candidate(below), candidate(above)
+    take_below = e_lo < e_hi
+    multiplier = np.where(take_below, below, above).astype(np.int8)
+    s = np.where(take_below, s_lo, s_hi).astype(np.float32)
+    zero = None if lo is None else np.where(take_below, z_lo, z_hi).astype(np.uint8)
+    if lo is None:
+        clip, lo_, hi_ = s * qmax, -s * qmax, s * qmax
+    else:
+        lo_ = (-zero.astype(np.float64) * s).astype(np.float32)
+        hi_ = ((qmax - zero.astype(np.float64)) * s).astype(np.float32)
+        clip = ((hi_ - lo_) / 2).astype(np.float32)
+    return replace(params, scale=s, zero_point=zero, clip=clip.astype(np.float32), lo=lo_.astype(np.float32),
+                   hi=hi_.astype(np.float32), channel_scale=channel, multiplier=multiplier)
+
+
+def two_level_int8(q: np.ndarray, params: QuantParams) -> np.ndarray:
+    """The int8 [K, N] values m[g, n] * (q - z) that the graph multiplies out at session load."""
+    if params.multiplier is None:
+        raise ValueError("two_level_int8 takes two-level params (two_level_params)")
     d = np.asarray(q).astype(np.int32)
     if params.zero_point is not None:
         d = d - expand_scale(params.zero_point, d.shape, params.axis, params.block_size).astype(np.int32)
-    d = d.astype(np.float32)
-    w = dequantize(q, params)
-    peak = np.abs(w).max(axis=0).astype(np.float64)
-    scale = np.where(peak > 0, peak / INT8_MAX, 1.0).astype(np.float32)
-    ratio = (scale[None, :] / np.asarray(params.scale, np.float32)).astype(np.float32)  # [blocks, N]
-    values = np.rint(d / expand_scale(ratio, d.shape, params.axis, params.block_size)).astype(np.float32)
-    values = np.clip(values, -INT8_MAX - 1, INT8_MAX).astype(np.int8)
-    rq = QuantParams(8, True, "channel", scale, None, 1, None, (scale * INT8_MAX).astype(np.float32))
-    return values, rq
+    m = expand_scale(params.multiplier, d.shape, params.axis, params.block_size).astype(np.int32)
+    return (d * m).astype(np.int8)

@@ -4,7 +4,7 @@ The grid (scales, zero points, OCS expansion) follows from the weights and the p
 the rounding onto it is this stage's choice: nearest, or GPTQ (numerics/gptq.py), which minimises
 each MatMul's output error on the calibration inputs' second moment H = X^T X (`moments`, one per
 MatMul input; OCS-expanded weights get the moment of their expanded input). The graph forms the kernels need
-(requantized int8, folded OCS rows, the load-time container) are decided here too, so the passes
+(two-level int8, folded OCS rows, the load-time container) are decided here too, so the passes
 only write what they are handed.
 """
 
@@ -40,9 +40,13 @@ def weight_grid(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.Quan
         common["distribution"] = t.clip.removeprefix("aciq-")
     if t.ocs_ratio:
         split, params = numerics.ocs_params(w, t.ocs_ratio, t.bits, method=method, grid=t.ocs_grid_aware, **common)
-        return split.weight, params, split.index
-    fit = numerics.lq_params if method == "lq" else numerics.aciq_params
-    return w, fit(w, t.bits, **common), None
+        matrix, index = split.weight, split.index
+    else:
+        fit = numerics.lq_params if method == "lq" else numerics.aciq_params
+        matrix, params, index = w, fit(w, t.bits, **common), None
+    if t.kernel == "int8-two-level":  # the int8 GEMM runs group scales as channel scale x integer multiplier
+        params = numerics.two_level_params(matrix, params)
+    return matrix, params, index
 
 
 def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict | None = None,
@@ -91,9 +95,8 @@ def quantize_tables(model: ir.Model, plan: QuantPlan) -> list[QuantizedTensor]:
 
 def runtime_weight(plan: QuantPlan, t: TensorPlan, qt: QuantizedTensor) -> np.ndarray:
     """The [K, N] float32 weight the quantized graph multiplies the original input with (OCS rows folded
-    back, the int8 requantization applied): what later layers see when GPTQ runs sequentially."""
-    w = numerics.dequantize(qt.values, qt.params) if qt.requant is None else numerics.dequantize(
-        numerics.requantize_int8(qt.values, qt.params)[0], qt.requant)
+    back; two-level scales dequantize exactly): what later layers see when GPTQ runs sequentially."""
+    w = numerics.dequantize(qt.values, qt.params)
     return effective_weight(w, qt.gather_index, activation_split(plan, t)).astype(np.float32)
 
 
@@ -108,13 +111,8 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) 
         q, errors = _gptq(plan, t, w, matrix, params, q, index, act_split, observed)
     t.stats = {**_stats(matrix, q, params), **errors}
     qt = QuantizedTensor(t.name, q, params, index, bit_packed=t.storage == "bits")
-    if t.kernel == "int8-requant":
-        qt.form = "requant"
-        q8, qt.requant = numerics.requantize_int8(q, params)
-        runtime = numerics.dequantize(q8, qt.requant)  # what the int8 GEMM multiplies with
-        t.stats["requant_mse"] = float(numerics.mse(numerics.dequantize(q, params), runtime))
-        if index is None:
-            t.stats["runtime_mse"] = float(numerics.mse(matrix, runtime))
+    if t.kernel == "int8-two-level":
+        qt.form = "two-level"
     if index is not None:
         t.ocs_channels = [int(c) for c in index[w_in.shape[0]:]]
         folded = numerics.fold_ocs(q, params, index) if qt.form == "plain" else None
@@ -138,7 +136,7 @@ def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, params, q_nearest, index, a
     r = plan.rounding
     # the int8 kernels multiply 8-bit dynamic activations: round for X_q Q ~ X W (the quantizer runs on x
     # itself, before an OCS weight gather; an activation split is quantized after the split: FP32 inputs)
-    aware = (r.get("inputs") == "quantized" and t.kernel in ("int8", "int8-requant") and act_split is None
+    aware = (r.get("inputs") == "quantized" and t.kernel in ("int8", "int8-two-level") and act_split is None
              and plan.activations.mode == "dynamic")
     if aware:
         h, cross = observed.q_moment, observed.cross_moment

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..numerics import QuantParams
 
-FORMS = ("plain", "ocs-fold", "requant")  # graph forms: graph/qdq_weights.py's docstring
+FORMS = ("plain", "ocs-fold", "two-level")  # graph forms: graph/qdq_weights.py's docstring
 
 
 @dataclass
@@ -19,7 +19,6 @@ class QuantizedTensor:
     values: np.ndarray  # integers, unpacked, same shape as the FP32 tensor (OCS: the expanded W')
     params: QuantParams
     gather_index: np.ndarray | None = None  # OCS: input channel feeding each row of W'
-    form: str = "plain"  # plain | ocs-fold | requant (module docstring)
+    form: str = "plain"  # plain | ocs-fold | two-level (graph/qdq_weights.py's docstring)
     load_as: str | None = None  # plain form: signed container name to Cast to at session start (int8, int4)
-    requant: QuantParams | None = None  # requant form: the per-channel int8 params
     bit_packed: bool = False  # stored `bits` bits each in uint8 bytes, unpacked by the graph at load
