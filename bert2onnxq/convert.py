@@ -93,6 +93,8 @@ def convert(
     progress=None,
     card=None,
     save_dir_config: str | None = None,
+    finetune=None,
+    log=None,
 ) -> dict:
     """Convert an FP32 ONNX (or an HF model, exported first) into a quantized ONNX at `output`.
 
@@ -101,7 +103,9 @@ def convert(
     OCS and GPTQ's input moments;
     `progress(label, total) -> advance(n)` shows long analyses (Q-BERT's Hessian);
     `card(model_path, summary) -> str` writes the model card `<stem>.md` (moved into place with the model);
-    `save_dir_config`: the config.json text of an Optimum folder.
+    `save_dir_config`: the config.json text of an Optimum folder;
+    `finetune`: a quantize.finetune.FinetuneJob: train the source model through the plan's grid first
+    (`log(line)` reports its progress).
     """
     output = Path(output)
     if output.suffix != ".onnx":
@@ -119,6 +123,13 @@ def convert(
             check_quantizable(model)
         check_plan_fits(plan, {name: tuple(v.shape.numpy()) for name, v in model.graph.initializers.items()})
         check_kernels(plan)
+        if finetune is not None:
+            from .quantize.finetune import run_finetune
+
+            plan.finetune = run_finetune(model, plan, fp32_path, source, finetune, log, progress)
+        elif plan.finetune:
+            raise BadInput("the plan was fine-tuned (its weights were trained through its grid): add --finetune (and "
+                           "--task) to fine-tune again, or decide a new plan")
         fill_activation_plan(model, plan, fp32_path, calibrate)
         planned = {t.name for t in plan.weights + plan.embeddings}
         fp32_rest = sum(v.const_value.nbytes for n, v in model.graph.initializers.items() if n not in planned)

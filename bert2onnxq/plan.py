@@ -111,6 +111,8 @@ class QuantPlan:
     # how the quantize stage rounds onto the grid: {} = nearest; gptq: {"method", "damp", "block", "act_order",
     # "samples", then what calibrated it: "task", "data", "tokens"}
     rounding: dict = field(default_factory=dict)
+    # quantization-aware fine-tuning (quantize/finetune.py): the recipe, its data and what it reached; {} = none
+    finetune: dict = field(default_factory=dict)
     version: int = PLAN_VERSION
 
     # --- JSON ---
@@ -133,6 +135,7 @@ class QuantPlan:
                 target=raw.get("target", "cpu"),
                 analysis=dict(raw.get("analysis", {})),
                 rounding=dict(raw.get("rounding", {})),
+                finetune=dict(raw.get("finetune", {})),
             )
         except BadInput:
             raise
@@ -197,6 +200,7 @@ class QuantPlan:
         kernels = sorted({t.kernel for t in self.weights if t.kernel})
         runs = f", {self.target} kernels {'/'.join(kernels)}" if kernels else ""
         rounding = f", {self.rounding['method']} rounding" if self.rounding.get("method", "nearest") != "nearest" else ""
+        rounding += f", fine-tuned {self.finetune['steps']} steps" if self.finetune else ""
         return (f"{self.method}: {len(self.weights)} weights at {'/'.join(map(str, bits))} bits ({', '.join(grans)}){rounding}{split}, "
                 f"activations {act}, embeddings {'/'.join(map(str, emb))}{runs}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -26,6 +27,9 @@ def places(tiny_models, tiny_onnx, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_inputs")
     named_hf = make_tiny_bert(root / "named-hf", labels=("negative", "positive"))
     named = export(str(named_hf), root / "named" / "model.onnx")["output"]
+    orphan_hf = make_tiny_bert(root / "orphan-hf", labels=("negative", "positive"))
+    orphan = export(str(orphan_hf), root / "orphan" / "model.onnx")["output"]
+    shutil.rmtree(orphan_hf)  # the model it was exported from is gone
     q8 = root / "q8" / "model.onnx"
     convert(str(tiny_onnx["classification"]), q8, convert_options(bits=8))
     (root / "glue" / "SST-2").mkdir(parents=True)
@@ -41,7 +45,7 @@ def places(tiny_models, tiny_onnx, tmp_path_factory):
     (root / "folder").mkdir()
     (root / "folder.onnx").mkdir()
     return {"cls": tiny_onnx["classification"], "qa": tiny_onnx["question-answering"],
-            "cls_hf": tiny_models["classification"], "named": named, "q8": q8, "glue": root / "glue",
+            "cls_hf": tiny_models["classification"], "named": named, "orphan": orphan, "q8": q8, "glue": root / "glue",
             "squad": root / "squad.json", "binary": root / "binary.bin", "binary_onnx": root / "binary.onnx",
             "dir": root / "folder", "onnxdir": root / "folder.onnx"}
 

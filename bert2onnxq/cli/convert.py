@@ -13,6 +13,7 @@ import cloup
 from ..methods import COMMON, METHODS, OWN, REGISTRY, check_applicable, convert_options, owners
 from ..report import conversion_card
 from .app import TASKS, Command, calibrator, err, main, out, progress_bars, quiet_transformers, status
+from .finetune_options import finetune_job, finetune_options
 
 
 def _bit_list(ctx, param, value):
@@ -35,7 +36,8 @@ def _mix(ctx, param, value):
 # CLI parameter -> flat convert option (methods.convert_options), where the names differ
 FLAT_NAMES = {"aciq_dist": "distribution", "hessian_batches": "batches", "hessian_batch_size": "batch_size",
               "hessian_iters": "max_iter", "hessian_threads": "threads"}
-SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is also the activation calibration data
+# Q-BERT's Hessian data is also the activation calibration and fine-tuning data; --hf-model is --finetune's too
+SHARED_DATA = ("task", "data_dir", "calib_file", "hf_model")
 
 
 @main.command(cls=Command, show_constraints=False)
@@ -97,7 +99,7 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
     cloup.option("--order", type=click.Choice(["hessian", "reverse"]), default="hessian", show_default=True,
                  help="reverse: the same bits, most to the least sensitive layers (the control experiment)."),
     cloup.option("--hf-model", type=click.Path(path_type=Path),
-                 help="The Hugging Face folder the .onnx was exported from (default: its metadata)."),
+                 help="The Hugging Face folder the .onnx was exported from (default: its metadata); qbert and --finetune."),
     cloup.option("--hessian-from", type=click.Path(path_type=Path), metavar="PLAN.json",
                  help="Reuse the Hessian recorded in a qbert plan; only the bits are decided again."),
     cloup.option("--hessian-batches", type=click.IntRange(1), default=10, show_default=True,
@@ -182,6 +184,7 @@ SHARED_DATA = ("task", "data_dir", "calib_file")  # Q-BERT's Hessian data is als
                  help="After the best uniform plan, lower layers one by one (mixed precision)."),
     cloup.option("--latency/--no-latency", default=True, show_default=True, help="Time the result against FP32 for the card."),
 )
+@finetune_options
 def convert(**p):
     """Quantize a BERT's weights (and activations, embeddings) into standard QDQ ONNX.
 
@@ -209,6 +212,9 @@ def convert(**p):
       bert2onnxq convert --model out/fp32/model.onnx --method qbert --task sst2 --data-dir ../shared/data/glue --avg-bits 3 -o out/qbert3.onnx
       bert2onnxq convert --model out/fp32/model.onnx --method qbert --mix 2/3 --task sst2 --data-dir ../shared/data/glue --plan-out qb.json -o out/qbert23.onnx
       bert2onnxq convert --model out/squad/model.onnx --method qbert --task squad --calib-file ../shared/data/squad/dev-v1.1-train36.json -o out/qbert-squad.onnx
+    \b
+    Fine-tuned through the plan's grid (distilled from FP32 on the task's train split):
+      bert2onnxq convert --model out/fp32/model.onnx --method qbert --mix 2/3 --finetune --task sst2 --data-dir ../shared/data/glue -o out/qbert23-ft.onnx
     """
     from ..convert import convert as run_convert
     from ..plan import QuantPlan
@@ -218,6 +224,7 @@ def convert(**p):
     config_json = _output_or_save_dir(p)
     if p["target"] == "cuda" and ctx.get_parameter_source("act_bits").name == "DEFAULT":
         p["act_bits"] = "none"  # CUDA graphs are weight-only unless the user insists (and gets a one-line error)
+    job = finetune_job(p)
     if p["max_drop"] is not None:
         return _max_drop(p, flat_from_cli(p, method=None))
     options = convert_options(method=p["method"], **flat_from_cli(p, p["method"]))
@@ -226,10 +233,11 @@ def convert(**p):
     source, output, plan_out = p["source"], p["output"], p["plan_out"]
     gptq = (plan.rounding if plan else {}).get("method") == "gptq" or (plan is None and options.rounding == "gptq")
     card = partial(conversion_card, source, plan_out, "bert2onnxq convert " + " ".join(sys.argv[2:]))
-    if (options.method == "qbert" and plan is None) or gptq:  # the Hessian and GPTQ show their own progress bars
+    if (options.method == "qbert" and plan is None) or gptq or job:  # these show their own progress bars
         with progress_bars(enabled=True) as factory:
-            summary = run_convert(source, output, options, plan_out=plan_out, calibrate=calibrate, progress=factory,
-                                  card=card, save_dir_config=config_json)
+            summary = run_convert(source, output, options, plan=plan, plan_out=plan_out, calibrate=calibrate,
+                                  progress=factory, card=card, save_dir_config=config_json, finetune=job,
+                                  log=lambda line: err.print(line, highlight=False))
     else:
         with status("quantizing ..."):
             summary = run_convert(source, output, options, plan=plan, plan_out=plan_out, calibrate=calibrate, card=card,
@@ -239,6 +247,8 @@ def convert(**p):
     summary["ocs"] = plan.ocs_overhead()
     if plan.analysis:
         summary["analysis"] = plan.analysis
+    if plan.finetune:
+        summary["finetune"] = plan.finetune
     if p["as_json"]:
         click.echo(json.dumps(summary, indent=2))
         return

@@ -84,13 +84,18 @@ def quantize_tables(model: ir.Model, plan: QuantPlan) -> list[QuantizedTensor]:
     tables = []
     for t in plan.embeddings:
         table = weight_array(model, t.name)
-        # per row of T (its columns once transposed); 4-bit tables use row blocks
-        granularity = "group" if t.group_size else "channel"
-        params_t = numerics.lq_params(table.T, t.bits, symmetric=True, granularity=granularity, group_size=t.group_size)
+        params_t = table_params(table, t)
         q = numerics.quantize(table.T, params_t).T
         t.stats = _stats(table.T, q.T, params_t)
         tables.append(QuantizedTensor(t.name, np.ascontiguousarray(q), params_t))
     return tables
+
+
+def table_params(table: np.ndarray, t: TensorPlan) -> numerics.QuantParams:
+    """The grid of an embedding table [rows, hidden], laid out for its transpose: one scale per row (its
+    columns once transposed), row blocks for 4-bit tables."""
+    granularity = "group" if t.group_size else "channel"
+    return numerics.lq_params(table.T, t.bits, symmetric=True, granularity=granularity, group_size=t.group_size)
 
 
 def runtime_weight(plan: QuantPlan, t: TensorPlan, qt: QuantizedTensor) -> np.ndarray:

@@ -1,0 +1,395 @@
+"""Quantization-aware fine-tuning with distillation: the integers chosen by training through the plan's grid.
+
+The source Hugging Face model is wrapped so that its forward pass computes what the quantized ONNX file
+will compute: every planned Linear's weight is replaced by the float weight the graph multiplies with
+(`quantize.runtime_weight`, from the same numerics that write the file: bits, granularity, symmetric or
+not, ACIQ clip, OCS splits, two-level scales), its input by the 8-bit activation the kernel sees
+(DynamicQuantizeLinear's per-tensor uint8 for the int8 GEMM; MatMulNBits' per-block int8), and the
+embedding tables by their int8 rows. The grid is recomputed from the current weights at every step,
+as convert will recompute it from the final ones, so the file holds exactly what was trained. Gradients
+pass straight through the rounding (STE). The loss is distillation from the FP32 model: KL between
+softened logits (QA: start and end over the sequence; regression: squared error), plus optionally the
+hidden states' squared error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from .. import numerics
+from ..errors import BadInput
+from ..plan import QuantPlan, TensorPlan
+from .tensor import QuantizedTensor
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 2e-5
+    temperature: float = 2.0
+    hidden_weight: float = 0.0  # weight of the hidden states' MSE (0: logits only)
+    seed: int = 0
+    threads: int = 0  # torch threads (0: torch's default)
+    eval_every: int = 100  # steps between agreement checks on dev samples (0: never)
+    eval_samples: int = 256
+
+    def check(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.temperature <= 0 or self.hidden_weight < 0:
+            raise BadInput("--finetune-steps, --finetune-batch-size, --finetune-lr and --finetune-temperature must be "
+                           "positive, --finetune-hidden-weight >= 0")
+
+
+def check_finetunable(plan: QuantPlan) -> None:
+    """The plans whose runtime numerics the torch forward reproduces (one-line errors for the others)."""
+    if plan.activations.bits and plan.activations.mode != "dynamic":
+        raise BadInput("--finetune trains through dynamic 8-bit activations: drop --act-calib static")
+    if plan.activations.ocs_ratio or plan.activations.splits:
+        raise BadInput("--finetune does not train through OCS activation splits: drop --ocs-activations")
+    if plan.rounding.get("method", "nearest") != "nearest":
+        raise BadInput("--finetune chooses the integers by training: drop --rounding gptq")
+
+
+def fake_dynamic(x):
+    """x as DynamicQuantizeLinear -> DequantizeLinear sees it (numerics.dynamic_quantize), straight through."""
+    import torch
+
+    with torch.no_grad():
+        lo, hi = torch.clamp(x.min(), max=0.0), torch.clamp(x.max(), min=0.0)
+        scale = (hi - lo) / 255.0
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        zero = torch.clamp(torch.round(-lo / scale), 0, 255)
+        q = torch.clamp(torch.round(x / scale) + zero, 0, 255)
+        xq = (q - zero) * scale
+    return x + (xq - x).detach()
+
+
+def fake_blocks(x, block: int):
+    """x as MatMulNBits (accuracy level 4) quantizes its input: symmetric int8 per block of `block` inputs."""
+    import torch
+
+    k = x.shape[-1]
+    pad = (-k) % block
+    with torch.no_grad():
+        xp = torch.nn.functional.pad(x, (0, pad)).reshape(*x.shape[:-1], -1, block)
+        scale = xp.abs().amax(dim=-1, keepdim=True) / 127.0
+        inv = torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
+        xq = (torch.round(xp * inv).clamp(-127, 127) * scale).reshape(*x.shape[:-1], -1)[..., :k]
+    return x + (xq - x).detach()
+
+
+def _weight_grid(plan: QuantPlan, t: TensorPlan):
+    """W [out, in] (torch layout) -> the [out, in] weight the quantized graph multiplies with."""
+    from . import runtime_weight, weight_grid
+
+    def grid(w: np.ndarray) -> np.ndarray:
+        matrix, params, index = weight_grid(np.ascontiguousarray(w.T), t)
+        qt = QuantizedTensor(t.name, numerics.quantize(matrix, params), params, index)
+        return runtime_weight(plan, t, qt).T
+
+    return grid
+
+
+def _table_grid(t: TensorPlan):
+    from . import table_params
+
+    def grid(table: np.ndarray) -> np.ndarray:
+        params = table_params(table, t)
+        return numerics.dequantize(numerics.quantize(table.T, params), params).T
+
+    return grid
+
+
+def _grid_module(grid):
+    """A parametrization: the tensor as the plan's grid holds it, gradients straight through."""
+    import torch
+
+    class Grid(torch.nn.Module):
+        def forward(self, w):
+            with torch.no_grad():
+                q = torch.from_numpy(np.ascontiguousarray(grid(w.detach().cpu().numpy()), dtype=np.float32))
+            return w + (q - w).detach()
+
+    return Grid()
+
+
+def prepare(hf_model, plan: QuantPlan):
+    """Wrap `hf_model` (in place) so that its forward computes what the quantized file will (module docstring)."""
+    from torch.nn.utils import parametrize
+
+    modules = dict(hf_model.named_modules())
+    for t in plan.weights:
+        module = modules.get(t.name.removesuffix(".weight"))
+        if module is None or tuple(module.weight.shape[::-1]) != tuple(t.shape):
+            raise BadInput(f"the Hugging Face model has no Linear '{t.name}' of shape {list(t.shape[::-1])}: pass the "
+                           "model this ONNX was exported from with --hf-model")
+        parametrize.register_parametrization(module, "weight", _grid_module(_weight_grid(plan, t)))
+        if plan.activations.bits:
+            block = t.group_size if t.kernel == "matmulnbits" and t.granularity == "group" else None
+            module.register_forward_pre_hook(lambda _m, args, b=block: ((fake_blocks(args[0], b) if b else fake_dynamic(args[0])),
+                                                                        *args[1:]))
+    for t in plan.embeddings:
+        module = modules.get(t.name.removesuffix(".weight"))
+        if module is None or tuple(module.weight.shape) != tuple(t.shape):
+            raise BadInput(f"the Hugging Face model has no embedding table '{t.name}' of shape {list(t.shape)}: pass the "
+                           "model this ONNX was exported from with --hf-model")
+        parametrize.register_parametrization(module, "weight", _grid_module(_table_grid(t)))
+    return hf_model
+
+
+def _named_latents(hf_model) -> dict:
+    """{parameter name: the tensor that holds it} of a (prepared) model: parametrized weights by their latent
+    original, under the plain name the ONNX file gives them."""
+    state = {}
+    for name, module in hf_model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            state[f"{name}.{pname}" if name else pname] = p
+        for pname, plist in getattr(module, "parametrizations", {}).items():
+            state[f"{name}.{pname}"] = plist.original
+    return {k: p for k, p in state.items() if ".parametrizations." not in k}
+
+
+def latent_state(hf_model) -> dict[str, np.ndarray]:
+    """{parameter name: float32 array} in torch's layout: the latent weights, which the plan's rule
+    quantizes to what was trained."""
+    return {k: p.detach().cpu().numpy().astype(np.float32) for k, p in _named_latents(hf_model).items()}
+
+
+def writable(model: ir.Model) -> set[str]:
+    """Initializers a parameter can be written back to: the exporter stores equal constants once (a tiny or
+    freshly initialised model's zero biases, unit LayerNorm weights) and an initializer read by several
+    nodes would move them all, so those parameters stay frozen."""
+    return {name for name, v in model.graph.initializers.items() if len(list(v.uses())) == 1}
+
+
+def write_back(model: ir.Model, student, teacher) -> int:
+    """Replace the FP32 graph's initializers by the student's latent parameters, in the layout the file
+    keeps each one (the exporter stores MatMul weights transposed, Gemm weights not), found by matching the
+    teacher's values; how many were replaced. A file that does not hold the teacher's values was exported
+    from another model."""
+    original, targets = latent_state(teacher), writable(model)
+    done = 0
+    for name, array in latent_state(student).items():
+        value = model.graph.initializers.get(name)
+        if name not in targets:
+            continue
+        stored = value.const_value.numpy()
+        if stored.shape == original[name].shape and np.array_equal(stored, original[name]):
+            new = array
+        elif stored.shape == original[name].T.shape and np.array_equal(stored, original[name].T):
+            new = np.ascontiguousarray(array.T)
+        else:
+            raise BadInput(f"'{name}' in the ONNX file differs from the Hugging Face model's: pass the model this ONNX "
+                           "was exported from with --hf-model")
+        value.const_value = ir.tensor(new, name=name)
+        done += 1
+    return done
+
+
+def _batch(features: list[dict], idx) -> dict:
+    import torch
+
+    chunk = [features[i] for i in idx]
+    width = max(len(f["input_ids"]) for f in chunk)
+    out = {}
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        arr = np.zeros((len(chunk), width), np.int64)
+        for r, f in enumerate(chunk):
+            arr[r, : len(f[key])] = f[key]
+        out[key] = torch.from_numpy(arr)
+    return out
+
+
+def _outputs(model, batch, hidden: bool):
+    out = model(**batch, output_hidden_states=hidden)
+    logits = [out.logits] if hasattr(out, "logits") and out.logits is not None else [out.start_logits, out.end_logits]
+    return logits, (out.hidden_states if hidden else None)
+
+
+def distillation_loss(student, teacher, mask, head: str, temperature: float):
+    """KL(teacher || student) on softened logits x T^2 (QA: over the real tokens, start and end); MSE for regression."""
+    import torch
+    import torch.nn.functional as F
+
+    total = 0.0
+    for s, t in zip(student, teacher):
+        if head == "regression":
+            total = total + F.mse_loss(s, t)
+            continue
+        if head == "question-answering":
+            s, t = s.masked_fill(mask == 0, -1e4), t.masked_fill(mask == 0, -1e4)
+        p = F.softmax(t / temperature, dim=-1)
+        total = total + torch.sum(p * (F.log_softmax(t / temperature, dim=-1) - F.log_softmax(s / temperature, dim=-1)),
+                                  dim=-1).mean() * temperature**2
+    return total / len(student)
+
+
+def agreement(student, teacher, features: list[dict], head: str, batch_size: int = 32) -> float:
+    """% of `features` where the fake-quant model predicts what FP32 does (QA: the same start and end;
+    regression: within 10%)."""
+    import torch
+
+    same = n = 0
+    with torch.no_grad():
+        for start in range(0, len(features), batch_size):
+            batch = _batch(features, range(start, min(start + batch_size, len(features))))
+            s, _ = _outputs(student, batch, False)
+            t, _ = _outputs(teacher, batch, False)
+            if head == "regression":
+                same += int(torch.sum(torch.abs(s[0] - t[0]) <= 0.1 * (1 + torch.abs(t[0]))))
+            else:
+                mask = batch["attention_mask"] == 0
+                picks = [(a.masked_fill(mask, -1e4) if head == "question-answering" else a).argmax(-1) for a in s]
+                want = [(a.masked_fill(mask, -1e4) if head == "question-answering" else a).argmax(-1) for a in t]
+                same += int(torch.sum(torch.stack([p == w for p, w in zip(picks, want)]).all(dim=0)))
+            n += len(batch["input_ids"])
+    return 100.0 * same / max(n, 1)
+
+
+def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settings: FinetuneSettings, data: str,
+             log=None, progress=None):
+    """Fine-tune `loaded.model` (export.LoadedModel) through the plan's grid on `train` features, distilling
+    from a frozen copy of itself, and write the latent weights into `model` (the FP32 graph, in place).
+    A seeded slice of the train features is held out to report agreement with FP32 as training goes.
+    Returns (the recipe record the plan keeps, the fake-quant student)."""
+    import copy
+
+    import torch
+
+    settings.check()
+    check_finetunable(plan)
+    if not train:
+        raise BadInput("--finetune found no train examples: check --task and its data (--data-dir, or --calib-file for squad)")
+    torch.manual_seed(settings.seed)
+    threads = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        teacher = loaded.model.eval()
+        student = prepare(copy.deepcopy(teacher), plan).eval()  # eval: no dropout, so the forward is the file's
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        targets = writable(model)
+        trained = [p for name, p in _named_latents(student).items() if name in targets]
+        for name, p in _named_latents(student).items():
+            p.requires_grad_(name in targets)
+        optimizer = torch.optim.AdamW(trained, lr=settings.lr, weight_decay=0.0)
+        warmup = max(1, settings.steps // 10)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min((s + 1) / warmup, max(0.0, (settings.steps - s) / max(1, settings.steps - warmup))))
+        rng = np.random.default_rng(settings.seed)
+        shuffled = rng.permutation(len(train))
+        held = min(settings.eval_samples, len(train) // 5) if settings.eval_every else 0
+        dev, train = [train[i] for i in shuffled[:held]], [train[i] for i in shuffled[held:]]
+        order, cursor = rng.permutation(len(train)), 0
+        hidden = settings.hidden_weight > 0
+        history, losses, tokens = [], [], 0
+        start = time.perf_counter()
+        first = agreement(student, teacher, dev, loaded.head) if dev and settings.eval_every else None
+        if first is not None:
+            history.append({"step": 0, "agreement": round(first, 2)})
+            if log:
+                log(f"step 0/{settings.steps}: agreement with FP32 {first:.2f}% on {len(dev)} held-out train features")
+        tick = progress("fine-tuning", settings.steps) if progress else None
+        for step in range(1, settings.steps + 1):
+            if cursor + settings.batch_size > len(order):
+                order, cursor = rng.permutation(len(train)), 0
+            batch = _batch(train, order[cursor: cursor + settings.batch_size])
+            cursor += settings.batch_size
+            tokens += int(batch["attention_mask"].sum())
+            with torch.no_grad():
+                t_logits, t_hidden = _outputs(teacher, batch, hidden)
+            s_logits, s_hidden = _outputs(student, batch, hidden)
+            loss = distillation_loss(s_logits, t_logits, batch["attention_mask"], loaded.head, settings.temperature)
+            if hidden:
+                loss = loss + settings.hidden_weight * sum(torch.nn.functional.mse_loss(s, t) for s, t in zip(s_hidden, t_hidden)) / len(s_hidden)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            if tick:
+                tick(1)
+            if settings.eval_every and dev and (step % settings.eval_every == 0 or step == settings.steps):
+                a = agreement(student, teacher, dev, loaded.head)
+                history.append({"step": step, "agreement": round(a, 2), "loss": round(float(np.mean(losses[-settings.eval_every:])), 5)})
+                if log:
+                    log(f"step {step}/{settings.steps}: loss {history[-1]['loss']:.4f}, agreement with FP32 {a:.2f}% on "
+                        f"{len(dev)} held-out train features ({time.perf_counter() - start:.0f} s)")
+        seconds = time.perf_counter() - start
+        replaced = write_back(model, student, teacher)
+    finally:
+        torch.set_num_threads(threads)
+    return {**asdict(settings), "data": data, "teacher": "the FP32 source model (distillation)",
+            "source_model": str(loaded.source), "examples": len(train), "held_out": len(dev), "tokens": tokens, "seconds": round(seconds, 1),
+            "loss_first": round(losses[0], 5), "loss_last": round(float(np.mean(losses[-max(1, settings.steps // 20):])), 5),
+            "agreement": history, "parameters_written": replaced, "torch_threads": settings.threads or threads,
+            "steps_per_second": round(settings.steps / seconds, 3) if seconds > 0 else math.inf}, student
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    """What `convert --finetune` needs beyond the plan: the recipe, the task and its train data, and
+    the Hugging Face model the FP32 ONNX came from (None: the one its metadata names)."""
+
+    settings: FinetuneSettings
+    task: str
+    data_dir: object = None
+    data_file: object = None
+    hf_model: str | None = None
+
+
+def source_model(fp32_path, source: str, hf_model: str | None) -> str:
+    """The Hugging Face folder to fine-tune: --hf-model, the convert source itself, or the export's record."""
+    from pathlib import Path
+
+    from ..onnx_io import model_metadata
+
+    if hf_model:
+        return hf_model
+    if not str(source).endswith(".onnx") and not (Path(source) / "model.onnx").is_file():
+        return source  # convert exported this HF model itself
+    recorded = model_metadata(fp32_path).get("source_model")
+    if not recorded or not (Path(recorded) / "config.json").is_file():
+        raise BadInput(f"--finetune needs the Hugging Face model this ONNX was exported from, and "
+                       f"'{recorded or 'none recorded'}' is not a model folder here: pass it with --hf-model DIR")
+    return recorded
+
+
+def task_features(task, tokenizer, job: FinetuneJob, count: int) -> tuple[list[dict], str]:
+    """`count` train examples of the task in a seeded shuffle, encoded; and a line saying what they are."""
+    examples = task.load_examples(data_dir=job.data_dir, data_file=job.data_file, split="train")
+    order = np.random.default_rng(job.settings.seed).permutation(len(examples))[:count]
+    features = task.encode([examples[i] for i in order], tokenizer, max_length=task.default_max_length).features
+    return features, (f"{task.name} train split: {len(order)} of {len(examples)} examples in a shuffle with seed "
+                      f"{job.settings.seed} ({len(features)} features)")
+
+
+def run_finetune(model: ir.Model, plan: QuantPlan, fp32_path, source: str, job: FinetuneJob, log=None, progress=None) -> dict:
+    """convert --finetune: load the source model, check it fits the task, fine-tune, write back; the record."""
+    from ..export import load_hf_model
+    from ..tasks import get_task
+
+    job.settings.check()
+    check_finetunable(plan)
+    task = get_task(job.task)
+    loaded = load_hf_model(source_model(fp32_path, source, job.hf_model))
+    labels = loaded.model.config.num_labels if loaded.head != "question-answering" else None
+    if loaded.head != task.head or (task.num_labels is not None and labels != task.num_labels):
+        raise BadInput(f"the model is a {loaded.head} model with {labels or 'no'} labels, but --task {job.task} is "
+                       f"{task.head} with {task.num_labels or 'no'} labels: fine-tune on the task the model was trained for")
+    if task.head == "classification":
+        from ..tasks.glue import label_mapping
+
+        mapping, why = label_mapping(task, loaded.model.config.id2label)
+        if mapping is None:
+            raise BadInput(f"--finetune on {job.task}: {why}: fine-tune on the task the model was trained for")
+    s = job.settings
+    features, data = task_features(task, loaded.tokenizer, job, s.steps * s.batch_size + s.eval_samples)
+    record, _ = finetune(model, plan, loaded, features, s, data, log=log, progress=progress)
+    return record

@@ -1,0 +1,124 @@
+"""Quantization-aware fine-tuning: what was trained is what is shipped.
+
+After a few steps through the plan's grid, the torch fake-quant model's logits equal ONNX Runtime's
+logits of the quantized file convert writes from the fine-tuned weights (max abs <= 1e-3), on every
+kind of grid and kernel; the FP32 export is untouched; bad inputs get one-line errors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import tiny_feeds
+
+from bert2onnxq.convert import decide, quantize_and_apply
+from bert2onnxq.errors import BadInput
+from bert2onnxq.export import load_hf_model
+from bert2onnxq.methods import convert_options
+from bert2onnxq.onnx_io import load_ir, save_onnx, weight_array
+from bert2onnxq.plan import check_kernels
+from bert2onnxq.quantize.finetune import FinetuneSettings, finetune
+
+
+def _features(n=24, vocab=60, seed=1):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        length = int(rng.integers(6, 14))
+        out.append({"input_ids": rng.integers(5, vocab, length), "attention_mask": np.ones(length, np.int64),
+                    "token_type_ids": np.zeros(length, np.int64)})
+    return out
+
+
+GRIDS = {
+    "4-bit per channel, int8 GEMM": dict(bits=4),
+    "3-bit neuron groups, asymmetric ACIQ (Q-BERT's grid)": dict(method="aciq", bits=3, granularity="neuron-group",
+                                                                 groups=3, symmetric=False),
+    "4-bit group-16, MatMulNBits": dict(bits=4, granularity="group", group_size=16),
+    "3-bit group-16, two-level int8": dict(bits=3, granularity="group", group_size=16, group_kernel="int8"),
+    "3-bit OCS weight splits": dict(method="ocs", bits=3),
+    "2-bit per channel, weight-only, int4 embeddings": dict(bits=2, act_bits=None, emb_bits=4),
+}
+
+
+@pytest.mark.parametrize("grid", list(GRIDS))
+@pytest.mark.parametrize("head", ["classification", "question-answering"])
+def test_trained_fake_quant_model_is_the_shipped_file(tiny_models, tiny_onnx, tmp_path, grid, head):
+    import torch
+
+    fp32 = tiny_onnx[head]
+    before = fp32.read_bytes()
+    model = load_ir(fp32)
+    plan = decide(model, convert_options(**GRIDS[grid]))
+    check_kernels(plan)
+    loaded = load_hf_model(str(tiny_models[head]))
+    w0 = weight_array(model, plan.weights[0].name).copy()
+    record, student = finetune(model, plan, loaded, _features(), FinetuneSettings(steps=3, batch_size=4, lr=1e-2,
+                                                                                  eval_every=0), data="synthetic")
+    assert record["parameters_written"] > len(plan.weights) and record["steps"] == 3
+    assert not np.array_equal(weight_array(model, plan.weights[0].name), w0)  # training moved the weights
+    plan.finetune = record
+    quantize_and_apply(model, plan)
+    from onnx_ir import to_proto
+
+    save_onnx(to_proto(model), tmp_path / "ft.onnx")
+    feeds = tiny_feeds()
+    got = ort.InferenceSession(str(tmp_path / "ft.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+    with torch.no_grad():
+        out = student(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    want = [out.logits] if head == "classification" else [out.start_logits, out.end_logits]
+    for g, w in zip(got, want):
+        assert np.abs(g - w.numpy()).max() <= 1e-3, grid
+    assert fp32.read_bytes() == before  # the FP32 export is unchanged
+
+
+def test_finetune_refuses_what_it_cannot_reproduce(tiny_models, tiny_onnx):
+    model = load_ir(tiny_onnx["classification"])
+    loaded = load_hf_model(str(tiny_models["classification"]))
+    for options, message in ((dict(bits=4, act_calib="static"), "act-calib static"),
+                             (dict(bits=4, rounding="gptq"), "rounding gptq")):
+        plan = decide(model, convert_options(**options))
+        with pytest.raises(BadInput, match=message):
+            finetune(model, plan, loaded, _features(), FinetuneSettings(steps=1), data="synthetic")
+    plan = decide(model, convert_options(bits=4))
+    with pytest.raises(BadInput, match="no train examples"):
+        finetune(model, plan, loaded, [], FinetuneSettings(steps=1), data="synthetic")
+
+
+def test_convert_finetune_end_to_end(tmp_path):
+    """The command: a fine-tuned file, the plan and card saying so; replaying its plan without --finetune refused."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import assert_one_line_error, make_tiny_bert
+
+    from bert2onnxq.export import export
+
+    hf = make_tiny_bert(tmp_path / "hf", labels=("negative", "positive"))
+    fp32 = export(str(hf), tmp_path / "fp32" / "model.onnx")["output"]
+    glue = tmp_path / "glue" / "SST-2"
+    glue.mkdir(parents=True)
+    words = ["good", "bad", "film", "plot", "great", "dull", "a", "the"]
+    rng = np.random.default_rng(0)
+    rows = [" ".join(rng.choice(words, int(rng.integers(3, 9)))) + f"\t{i % 2}" for i in range(40)]
+    (glue / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    (glue / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[:8]) + "\n")
+    out = tmp_path / "ft.onnx"
+    cmd = [sys.executable, "-m", "bert2onnxq", "convert", "--model", str(fp32), "--bits", "4", "--finetune", "--task", "sst2",
+           "--data-dir", str(tmp_path / "glue"), "--finetune-steps", "4", "--finetune-batch-size", "4", "-o", str(out),
+           "--plan-out", str(tmp_path / "plan.json"), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    record = summary["finetune"]
+    assert record["steps"] == 4 and record["batch_size"] == 4 and record["data"].startswith("sst2 train split")
+    assert record["source_model"] == str(hf.resolve()) and record["examples"] + record["held_out"] == 40
+    assert "fine-tuned 4 steps" in summary["plan_summary"]
+    assert "| Fine-tuned | yes" in out.with_suffix(".md").read_text()
+    assert json.loads((tmp_path / "plan.json").read_text())["finetune"]["steps"] == 4
+    again = subprocess.run([sys.executable, "-m", "bert2onnxq", "convert", "--model", str(fp32), "--plan",
+                            str(tmp_path / "plan.json"), "-o", str(tmp_path / "again.onnx")], capture_output=True, text=True)
+    assert_one_line_error(again, "the plan was fine-tuned")
+    assert not (tmp_path / "again.onnx").exists()
