@@ -5,8 +5,9 @@ will compute: every planned Linear's weight is replaced by the float weight the 
 (`quantize.runtime_weight`, from the same numerics that write the file: bits, granularity, symmetric or
 not, ACIQ clip, OCS splits, two-level scales), its input by the 8-bit activation the kernel sees
 (DynamicQuantizeLinear's per-tensor uint8 for the int8 GEMM; MatMulNBits' per-block int8), and the
-embedding tables by their int8 rows. The grid is recomputed from the current weights at every step,
-as convert will recompute it from the final ones, so the file holds exactly what was trained. Gradients
+embedding tables by their int8 rows (frozen). The grid is recomputed from the current weights every
+few steps and after the last one, as convert recomputes it from the final weights, so the file holds
+exactly what was trained. Gradients
 pass straight through the rounding (STE). The loss is distillation from the FP32 model: KL between
 softened logits (QA: start and end over the sequence; regression: squared error), plus optionally the
 hidden states' squared error.
@@ -38,6 +39,7 @@ class FinetuneSettings:
     threads: int = 0  # torch threads (0: torch's default)
     eval_every: int = 100  # steps between agreement checks on dev samples (0: never)
     eval_samples: int = 256
+    refresh: int = 10  # steps between recomputing the grids from the weights (and after the last step)
 
     def check(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.temperature <= 0 or self.hidden_weight < 0:
@@ -83,39 +85,65 @@ def fake_blocks(x, block: int):
     return x + (xq - x).detach()
 
 
-def _weight_grid(plan: QuantPlan, t: TensorPlan):
-    """W [out, in] (torch layout) -> the [out, in] weight the quantized graph multiplies with."""
-    from . import runtime_weight, weight_grid
+def _grid_module(plan: QuantPlan | None, t: TensorPlan):
+    """A parametrization: the tensor as the plan's grid holds it, gradients straight through.
 
-    def grid(w: np.ndarray) -> np.ndarray:
-        matrix, params, index = weight_grid(np.ascontiguousarray(w.T), t)
-        qt = QuantizedTensor(t.name, numerics.quantize(matrix, params), params, index)
-        return runtime_weight(plan, t, qt).T
-
-    return grid
-
-
-def _table_grid(t: TensorPlan):
-    from . import table_params
-
-    def grid(table: np.ndarray) -> np.ndarray:
-        params = table_params(table, t)
-        return numerics.dequantize(numerics.quantize(table.T, params), params).T
-
-    return grid
-
-
-def _grid_module(grid):
-    """A parametrization: the tensor as the plan's grid holds it, gradients straight through."""
+    The grid (scales, zero points) comes from numerics on the weights as they are at `refresh()`, which
+    training calls every few steps and after the last one; in between, the rounding runs in torch on that
+    grid (in float64, as numerics.quantize does). OCS weights (rows split and folded back) are recomputed
+    by numerics at every step. Embedding tables (plan None) are frozen: their grid is computed once."""
     import torch
 
+    from . import runtime_weight, table_params, weight_grid
+
     class Grid(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fixed = None  # (scale, zero, qmin, qmax) as [out, in] tensors, or a frozen table
+            self.trained = plan is not None  # weights: refreshed while training; tables: frozen
+
+        def refresh(self, w):
+            if plan is None:  # an embedding table [rows, hidden]
+                table = w.detach().cpu().numpy()
+                params = table_params(table, t)
+                self.fixed = torch.from_numpy(numerics.dequantize(numerics.quantize(table.T, params), params).T.copy())
+                return
+            if t.ocs_ratio:  # recomputed at every step (forward)
+                return
+            matrix, params, _ = weight_grid(np.ascontiguousarray(w.detach().cpu().numpy().T), t)
+            scale = numerics.expand_scale(params.scale, matrix.shape, params.axis, params.block_size)
+            zero = (numerics.expand_scale(params.zero_point, matrix.shape, params.axis, params.block_size)
+                    if params.zero_point is not None else np.zeros(matrix.shape))
+            qmin, qmax = numerics.int_range(params.bits, params.symmetric)
+            self.fixed = (torch.from_numpy(np.ascontiguousarray(scale.T, np.float32)),
+                          torch.from_numpy(np.ascontiguousarray(zero.T, np.float64)), qmin, qmax)
+
         def forward(self, w):
             with torch.no_grad():
-                q = torch.from_numpy(np.ascontiguousarray(grid(w.detach().cpu().numpy()), dtype=np.float32))
+                if plan is None:
+                    if self.fixed is None:
+                        self.refresh(w)
+                    return self.fixed
+                if self.fixed is None:  # OCS: numerics' runtime weight, every step
+                    matrix, params, index = weight_grid(np.ascontiguousarray(w.detach().cpu().numpy().T), t)
+                    qt = QuantizedTensor(t.name, numerics.quantize(matrix, params), params, index)
+                    q = torch.from_numpy(np.ascontiguousarray(runtime_weight(plan, t, qt).T, np.float32))
+                else:
+                    scale, zero, qmin, qmax = self.fixed
+                    d = torch.clamp(torch.round(w.double() / scale.double()) + zero, qmin, qmax) - zero
+                    q = d.float() * scale
             return w + (q - w).detach()
 
     return Grid()
+
+
+def refresh_grids(hf_model) -> None:
+    """Recompute every planned weight's grid from its current (latent) weight."""
+    for module in hf_model.modules():
+        for plist in getattr(module, "parametrizations", {}).values():
+            for grid in plist:
+                if getattr(grid, "trained", False):
+                    grid.refresh(plist.original)
 
 
 def prepare(hf_model, plan: QuantPlan):
@@ -128,7 +156,9 @@ def prepare(hf_model, plan: QuantPlan):
         if module is None or tuple(module.weight.shape[::-1]) != tuple(t.shape):
             raise BadInput(f"the Hugging Face model has no Linear '{t.name}' of shape {list(t.shape[::-1])}: pass the "
                            "model this ONNX was exported from with --hf-model")
-        parametrize.register_parametrization(module, "weight", _grid_module(_weight_grid(plan, t)))
+        grid = _grid_module(plan, t)
+        grid.refresh(module.weight)
+        parametrize.register_parametrization(module, "weight", grid)
         if plan.activations.bits:
             block = t.group_size if t.kernel == "matmulnbits" and t.granularity == "group" else None
             module.register_forward_pre_hook(lambda _m, args, b=block: ((fake_blocks(args[0], b) if b else fake_dynamic(args[0])),
@@ -138,7 +168,8 @@ def prepare(hf_model, plan: QuantPlan):
         if module is None or tuple(module.weight.shape) != tuple(t.shape):
             raise BadInput(f"the Hugging Face model has no embedding table '{t.name}' of shape {list(t.shape)}: pass the "
                            "model this ONNX was exported from with --hf-model")
-        parametrize.register_parametrization(module, "weight", _grid_module(_table_grid(t)))
+        parametrize.register_parametrization(module, "weight", _grid_module(None, t))
+        module.parametrizations.weight.original.requires_grad_(False)
     return hf_model
 
 
@@ -274,7 +305,7 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
         student = prepare(copy.deepcopy(teacher), plan).eval()  # eval: no dropout, so the forward is the file's
         for p in teacher.parameters():
             p.requires_grad_(False)
-        targets = writable(model)
+        targets = writable(model) - {t.name for t in plan.embeddings}  # tables stay frozen (module docstring)
         trained = [p for name, p in _named_latents(student).items() if name in targets]
         for name, p in _named_latents(student).items():
             p.requires_grad_(name in targets)
@@ -312,6 +343,8 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
             loss.backward()
             optimizer.step()
             schedule.step()
+            if step % settings.refresh == 0 or step == settings.steps:
+                refresh_grids(student)
             losses.append(loss.item())
             if tick:
                 tick(1)
