@@ -1,0 +1,136 @@
+"""Post-training vs quantization-aware fine-tuned (`convert --finetune`), side by side on the shared
+models' full dev sets: Q-BERT's mixes and uniform low-bit neuron-group grids, each against the same
+model's FP32 export (metric, agreement, logit error), with the fine-tuning's steps and wall time.
+
+    python benchmarks/finetune_table.py --models minilm-l6-sst2,minilm-l6-mrpc --rows u2,qb23 \
+        --json benchmarks/results/finetune_table.json --markdown benchmarks/results/finetune_table.md
+
+`--reuse` keeps converted files already in --work (their plans say how they were made).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import DEFAULT_SHARED, MODELS, SQUAD_FILE, THREADS, environment, err, fp32_export, model_list, out  # noqa: E402
+from tables import console_table, md_checks, md_table, print_checks, save  # noqa: E402
+
+SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
+NEURON = {"granularity": "neuron-group", "groups": 128, "symmetric": False}
+# row -> (label, convert options); qbert rows run the Hessian on the task's train data
+ROWS = {
+    "qb23": ("Q-BERT mix 2/3", {"method": "qbert", "mix": (2, 3)}),
+    "qb3": ("Q-BERT avg 3", {"method": "qbert", "avg_bits": 3.0}),
+    "u2": ("uniform 2-bit neuron groups (ACIQ)", {"method": "aciq", "bits": 2, **NEURON}),
+    "u3": ("uniform 3-bit neuron groups (ACIQ)", {"method": "aciq", "bits": 3, **NEURON}),
+}
+TARGET_DROP = 2.3  # Q-BERT's claim: within 2.3 points of FP32
+
+
+def _options(task: str, calib: dict, spec: dict):
+    from bert2onnxq.methods import REGISTRY, convert_options
+
+    spec = {**(REGISTRY[spec["method"]].preset or {}), **spec}  # the method's defaults, as the CLI applies them
+    if spec["method"] == "qbert":
+        spec.update(task=task, data_dir=calib.get("data_dir"), calib_file=calib.get("data_file"))
+    return convert_options(**spec)
+
+
+def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, reuse: bool) -> list[dict]:
+    from bert2onnxq.convert import convert
+    from bert2onnxq.onnx_io import model_metadata
+    from bert2onnxq.plan import QuantPlan
+    from bert2onnxq.quantize.finetune import FinetuneJob, FinetuneSettings
+    from bert2onnxq.validate import ReferenceCache, validate
+
+    task = MODELS[name]
+    fp32, _ = fp32_export(shared / "models" / name, work / name)
+    data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
+    calib = {"data_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
+    cache, results = ReferenceCache(), []
+    for row in rows:
+        label, spec = ROWS[row]
+        for tuned in (False, True):
+            path = work / name / f"{row}{'-ft' if tuned else ''}.onnx"
+            t0 = time.perf_counter()
+            if not (reuse and path.is_file()):
+                job = FinetuneJob(FinetuneSettings(steps=steps), task, calib.get("data_dir"), calib.get("data_file")) if tuned else None
+                convert(str(fp32), path, _options(task, calib, spec), finetune=job, log=lambda line: err.print(line))
+            convert_s = time.perf_counter() - t0
+            plan = QuantPlan.from_json(model_metadata(path)["plan"])
+            r = validate(path, task, reference=fp32, threads=THREADS, reference_cache=cache, **data)
+            primary = r["primary_metric"]
+            ft = plan.finetune
+            results.append({"model": name, "task": task, "row": row, "label": label, "finetuned": tuned,
+                            "plan": plan.summary(), "primary_metric": primary, "metric": r["model"]["metrics"][primary],
+                            "fp32_metric": r["reference"]["metrics"][primary], "drop": r["comparison"]["drop"][primary],
+                            "agreement": r["comparison"]["agreement"], "logit_rel_rms": r["comparison"]["logit_rel_rms"],
+                            "batch": r["protocol"]["batch_size"], "mib": path.stat().st_size / 2**20,
+                            "convert_seconds": round(convert_s, 1) if not (reuse and convert_s < 1) else None,
+                            "finetune": {k: ft.get(k) for k in ("steps", "batch_size", "lr", "temperature", "seconds",
+                                                                "examples", "loss_first", "loss_last", "agreement")} if ft else None})
+            x = results[-1]
+            err.print(f"{name:16s} {label:38s} {'fine-tuned' if tuned else 'post-training':13s} {primary} {x['metric']:.2f} "
+                      f"(FP32 {x['fp32_metric']:.2f}, drop {x['drop']:+.2f}) agree {x['agreement']:.2f}%")
+    return results
+
+
+def checks(rows: list[dict]) -> list[dict]:
+    return [{"target": f"{r['model']} {r['label']} fine-tuned within {TARGET_DROP} points of FP32",
+             "value": f"drop {r['drop']:+.2f} ({r['primary_metric']} {r['metric']:.2f} vs {r['fp32_metric']:.2f})",
+             "pass": r["drop"] <= TARGET_DROP} for r in rows if r["finetuned"]]
+
+
+def markdown(report: dict) -> str:
+    rows = report["rows"]
+    intro = (f"Generated by `{report['command']}` on {report['environment']['machine']}, ONNX Runtime "
+             f"{report['environment']['onnxruntime']}, bert2onnxq commit {report['environment']['git_commit']}. "
+             "8-bit dynamic activations, int8 embeddings, nearest rounding; fine-tuned rows: `convert --finetune` "
+             "with the steps shown (batch 16, lr 2e-5, T 2, distilled from FP32 on the task's train split). "
+             "Each file scored at `validate`'s default batch against the FP32 export.")
+    lines = ["# Post-training vs quantization-aware fine-tuning", "", intro, ""]
+    header = ["model", "row", "", "metric", "FP32", "drop", "agreement %", "logit rel RMS", "MiB", "fine-tuning"]
+    table = []
+    for r in rows:
+        ft = r["finetune"]
+        how = f"{ft['steps']} steps, {ft['seconds']:.0f} s" if ft else "-"
+        table.append([r["model"], r["label"], "fine-tuned" if r["finetuned"] else "post-training",
+                      f"{r['primary_metric']} {r['metric']:.2f}", f"{r['fp32_metric']:.2f}", f"{r['drop']:+.2f}",
+                      f"{r['agreement']:.2f}", f"{r['logit_rel_rms']:.4f}", f"{r['mib']:.2f}", how])
+    lines += md_table(header, table, left={0, 1, 2, 9}) + ["", "Targets:"] + md_checks(checks(rows))
+    return "\n".join(lines) + "\n"
+
+
+@click.command()
+@click.option("--models", default=",".join(MODELS), callback=model_list, show_default=True)
+@click.option("--rows", default="qb23,u2", show_default=True, help=f"Comma-separated: {', '.join(ROWS)}.")
+@click.option("--steps", type=click.IntRange(1), default=600, show_default=True)
+@click.option("--shared", type=click.Path(path_type=Path), default=DEFAULT_SHARED, show_default=True)
+@click.option("--work", type=click.Path(path_type=Path), default=Path("/tmp/bert2onnxq-finetune"), show_default=True)
+@click.option("--reuse", is_flag=True, help="Keep converted files already in --work.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path))
+@click.option("--markdown", "md_path", type=click.Path(path_type=Path))
+def main(models, rows, steps, shared, work, reuse, json_path, md_path):
+    """Post-training vs fine-tuned quantized files, full dev sets."""
+    names = [r.strip() for r in rows.split(",") if r.strip()]
+    unknown = [r for r in names if r not in ROWS]
+    if unknown:
+        raise click.BadParameter(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    report = {"command": "python benchmarks/finetune_table.py " + " ".join(sys.argv[1:]), "environment": environment(),
+              "rows": []}
+    for name in models:
+        report["rows"] += run_model(name, shared, work, names, steps, reuse)
+        save(report, json_path, md_path, markdown)
+    out.print(console_table("post-training vs fine-tuned", ["model", "row", "", "metric", "drop", "agreement"],
+                            [[r["model"], r["label"], "ft" if r["finetuned"] else "ptq", f"{r['metric']:.2f}",
+                              f"{r['drop']:+.2f}", f"{r['agreement']:.2f}"] for r in report["rows"]], left={0, 1, 2}))
+    print_checks(out, checks(report["rows"]))
+
+
+if __name__ == "__main__":
+    main()
