@@ -203,6 +203,18 @@ def test_cli_rounding_gptq(stsb, tmp_path):
     assert encoder and all(w["rounding"] == "gptq" and w["out_err"] < w["out_err_nearest"] for w in encoder)
     text = run_cli("inspect", str(out), "--no-runtime").stdout
     assert "rounding gptq: 32 calibration samples" in text and "->" in text
+    # the command line replays a GPTQ plan (it once re-decided from the default options instead)
+    (tmp_path / "g.plan.json").write_text(run_cli("inspect", str(out), "--plan").stdout)
+    again = tmp_path / "again.onnx"
+    proc = run_cli("convert", "--model", str(stsb["fp32"]), "--plan", str(tmp_path / "g.plan.json"), "--task", "stsb",
+                   "--data-dir", str(stsb["glue"]), "--calib-samples", "32", "-o", str(again), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["plan_summary"] == plan["plan_summary"]
+    import onnx
+
+    a = {i.name: i.raw_data for i in onnx.load(str(out)).graph.initializer}
+    b = {i.name: i.raw_data for i in onnx.load(str(again)).graph.initializer}
+    assert a == b
 
 
 def test_dynamic_quantize_matches_onnx_runtime():
