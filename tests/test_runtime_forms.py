@@ -105,7 +105,11 @@ def test_two_level_is_exact_on_every_grid(symmetric, bits):
         q = numerics.quantize(w, p)
         values = two_level_int8(q, p)
         assert values.dtype == np.int8 and np.abs(values.astype(np.int32)).max() <= 127
-        assert 1 <= p.multiplier.min() and p.multiplier.max() <= numerics.multiplier_limit(bits, symmetric)
+        qmin, qmax = numerics.int_range(bits, symmetric)
+        span = max(-qmin, qmax) if symmetric else np.maximum(p.zero_point.astype(int), qmax - p.zero_point.astype(int))
+        assert 1 <= p.multiplier.min() and (p.multiplier.astype(int) * span).max() <= 127  # every m * (q - z) fits int8
+        if not symmetric:  # a block with a mid-range zero point takes more than the worst-case limit
+            assert p.multiplier.max() > numerics.multiplier_limit(bits, symmetric)
         np.testing.assert_array_equal(numerics.dequantize(q, p), values.astype(f32) * p.channel_scale)
         free_mse = numerics.mse(w, numerics.dequantize(numerics.quantize(w, free), free))
         assert numerics.mse(w, numerics.dequantize(q, p)) < 1.1 * free_mse

@@ -62,37 +62,55 @@ def _round_up_16_bits(x: np.ndarray) -> np.ndarray:
 def two_level_params(w: np.ndarray, params: QuantParams) -> QuantParams:
     """The group-wise grid of `params` with two-level scales (module docstring), for W [K, N].
 
-    c[n] is the column's largest block scale over the multiplier limit M, so that block keeps its scale
-    exactly; every other block takes the multiplier just below or just above its own scale / c, the one
-    with the smaller squared error of nearest rounding on its weights (below clips a little, above
-    widens the step). Asymmetric blocks keep their lower bound and recompute their zero point."""
+    A block may take multipliers up to 127 // max|q - z| on its own grid: the same for every block when
+    symmetric; asymmetric, a block whose zero point sits mid-range allows about twice the multiplier of
+    one whose range starts at 0 (15 vs 8 at 4 bits). c[n] is the smallest channel scale that leaves
+    every block of the column its own scale within its limit; each block then takes the multiplier just
+    below or just above its scale / c, the one with the smaller squared error of nearest rounding on
+    its weights (below clips a little, above widens the step). Asymmetric blocks keep their lower bound
+    and recompute their zero point; a multiplier that the new zero point would push past int8 is
+    lowered until it fits."""
     if params.block_size is None or np.asarray(w).ndim != 2:
         raise ValueError("two-level scales need group-wise (blocked) [K, N] weights")
     w = np.asarray(w, np.float64)
     k, n = w.shape
-    b, limit = params.block_size, multiplier_limit(params.bits, params.symmetric)
-    if limit < 1:
+    b = params.block_size
+    if multiplier_limit(params.bits, params.symmetric) < 1:
         raise ValueError(f"{params.bits}-bit values do not fit int8 with a multiplier")
     g = -(-k // b)
     blocks = np.concatenate([w, np.full((g * b - k, n), np.nan)]).reshape(g, b, n)
     scale = np.asarray(params.scale, np.float64)
     live = np.asarray(params.clip, np.float64) > 0  # all-zero blocks: any scale is exact
-    peak = np.where(live, scale, 0.0).max(axis=0)
-    channel = np.where(peak > 0, _round_up_16_bits(np.where(peak > 0, peak, 1.0) / limit), np.float32(1.0))
-    ratio = np.where(live, scale / channel.astype(np.float64), 1.0)
     qmin, qmax = int_range(params.bits, params.symmetric)
     lo = None if params.symmetric else np.asarray(params.lo, np.float64)
 
-    def candidate(m):
-        s = channel.astype(np.float64) * m  # exact in float32 (module docstring)
-        z = np.zeros_like(s) if lo is None else np.clip(np.rint(-lo / s), qmin, qmax)
-        q = np.clip(np.rint(blocks / s[:, None, :]) + z[:, None, :], qmin, qmax)
-        return s, z, np.nansum((blocks - (q - z[:, None, :]) * s[:, None, :]) ** 2, axis=1)
+    def span(z):  # max |q - z| over the grid
+        return np.full(z.shape, max(-qmin, qmax)) if lo is None else np.maximum(z, qmax - z)
 
-    below, above = (np.clip(f(ratio), 1, limit) for f in (np.floor, np.ceil))
-    (s_lo, z_lo, e_lo), (s_hi, z_hi, e_hi) = candidate(below), candidate(above)
-    take_below = e_lo < e_hi
-    multiplier = np.where(take_below, below, above).astype(np.int8)
+    def zero_point(s):
+        return np.zeros_like(s) if lo is None else np.clip(np.rint(-lo / s), qmin, qmax)
+
+    limit = INT8_MAX // span(zero_point(scale))
+    peak = np.where(live, scale / limit, 0.0).max(axis=0)
+    channel = np.where(peak > 0, _round_up_16_bits(np.where(peak > 0, peak, 1.0)), np.float32(1.0))
+    ratio = np.where(live, scale / channel.astype(np.float64), 1.0)
+
+    def candidate(m):
+        m = m.copy()
+        while True:  # the candidate's own zero point decides its span
+            s = channel.astype(np.float64) * m  # exact in float32 (module docstring)
+            z = zero_point(s)
+            over = m * span(z) > INT8_MAX
+            if not over.any():
+                break
+            m[over] -= 1
+        q = np.clip(np.rint(blocks / s[:, None, :]) + z[:, None, :], qmin, qmax)
+        return m, s, z, np.nansum((blocks - (q - z[:, None, :]) * s[:, None, :]) ** 2, axis=1)
+
+    (m_lo, s_lo, z_lo, e_lo), (m_hi, s_hi, z_hi, e_hi) = (candidate(np.clip(f(ratio), 1, limit).astype(np.int64))
+                                                          for f in (np.floor, np.ceil))
+    take_below = e_lo <= e_hi
+    multiplier = np.where(take_below, m_lo, m_hi).astype(np.int8)
     s = np.where(take_below, s_lo, s_hi).astype(np.float32)
     zero = None if lo is None else np.where(take_below, z_lo, z_hi).astype(np.uint8)
     if lo is None:
