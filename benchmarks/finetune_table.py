@@ -102,7 +102,7 @@ def markdown(report: dict) -> str:
         table.append([r["model"], r["label"], "fine-tuned" if r["finetuned"] else "post-training",
                       f"{r['primary_metric']} {r['metric']:.2f}", f"{r['fp32_metric']:.2f}", f"{r['drop']:+.2f}",
                       f"{r['agreement']:.2f}", f"{r['logit_rel_rms']:.4f}", f"{r['mib']:.2f}", how])
-    lines += md_table(header, table, left={0, 1, 2, 9}) + ["", "Targets:"] + md_checks(checks(rows))
+    lines += md_table(header, table, left={0, 1, 2, 9}) + [""] + md_checks(checks(rows))
     return "\n".join(lines) + "\n"
 
 

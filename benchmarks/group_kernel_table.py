@@ -102,7 +102,7 @@ def markdown(report: dict) -> str:
               f"{r['fp32_metric']:.2f}", f"{r['agreement']:.2f}", f"{r['logit_rel_rms']:.4f}",
               f"{r['weight_mse'] / free[r['model'], r['method'], r['bits']]:.3f}", str(r["batch"]), f"{r['mib']:.2f}"]
              for r in rows]
-    lines += md_table(header, table, left={0, 1, 3}) + ["", "Targets:"] + md_checks(checks(rows))
+    lines += md_table(header, table, left={0, 1, 3}) + [""] + md_checks(checks(rows))
     return "\n".join(lines) + "\n"
 
 
