@@ -1,14 +1,13 @@
 """Quantization-aware fine-tuning with distillation: the integers chosen by training through the plan's grid.
 
-The source Hugging Face model is wrapped so that its forward pass computes what the quantized ONNX file
-will compute: every planned Linear's weight is replaced by the float weight the graph multiplies with
+The source Hugging Face model is wrapped (quantize/fake_quant.py) so that its forward pass computes what
+the quantized ONNX file will compute: every planned Linear's weight is replaced by the float weight the graph multiplies with
 (`quantize.runtime_weight`, from the same numerics that write the file: bits, granularity, symmetric or
 not, ACIQ clip, OCS splits, two-level scales), its input by the 8-bit activation the kernel sees
 (DynamicQuantizeLinear's per-tensor uint8 for the int8 GEMM; MatMulNBits' per-block int8), and the
 embedding tables by their int8 rows (frozen). The grid is recomputed from the current weights every
 few steps and after the last one, as convert recomputes it from the final weights, so the file holds
-exactly what was trained. Gradients
-pass straight through the rounding (STE). The loss is distillation from the FP32 model: KL between
+exactly what was trained. Gradients pass straight through the rounding (STE). The loss is distillation from the FP32 model: KL between
 softened logits (QA: start and end over the sequence; regression: squared error), plus optionally the
 hidden states' squared error.
 """
@@ -22,10 +21,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx_ir as ir
 
-from .. import numerics
 from ..errors import BadInput
-from ..plan import QuantPlan, TensorPlan
-from .tensor import QuantizedTensor
+from ..plan import QuantPlan
+from .fake_quant import prepare, refresh_grids
 
 
 @dataclass(frozen=True)
@@ -55,122 +53,6 @@ def check_finetunable(plan: QuantPlan) -> None:
         raise BadInput("--finetune does not train through OCS activation splits: drop --ocs-activations")
     if plan.rounding.get("method", "nearest") != "nearest":
         raise BadInput("--finetune chooses the integers by training: drop --rounding gptq")
-
-
-def fake_dynamic(x):
-    """x as DynamicQuantizeLinear -> DequantizeLinear sees it (numerics.dynamic_quantize), straight through."""
-    import torch
-
-    with torch.no_grad():
-        lo, hi = torch.clamp(x.min(), max=0.0), torch.clamp(x.max(), min=0.0)
-        scale = (hi - lo) / 255.0
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        zero = torch.clamp(torch.round(-lo / scale), 0, 255)
-        q = torch.clamp(torch.round(x / scale) + zero, 0, 255)
-        xq = (q - zero) * scale
-    return x + (xq - x).detach()
-
-
-def fake_blocks(x, block: int):
-    """x as MatMulNBits (accuracy level 4) quantizes its input: symmetric int8 per block of `block` inputs."""
-    import torch
-
-    k = x.shape[-1]
-    pad = (-k) % block
-    with torch.no_grad():
-        xp = torch.nn.functional.pad(x, (0, pad)).reshape(*x.shape[:-1], -1, block)
-        scale = xp.abs().amax(dim=-1, keepdim=True) / 127.0
-        inv = torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
-        xq = (torch.round(xp * inv).clamp(-127, 127) * scale).reshape(*x.shape[:-1], -1)[..., :k]
-    return x + (xq - x).detach()
-
-
-def _grid_module(plan: QuantPlan | None, t: TensorPlan):
-    """A parametrization: the tensor as the plan's grid holds it, gradients straight through.
-
-    The grid (scales, zero points) comes from numerics on the weights as they are at `refresh()`, which
-    training calls every few steps and after the last one; in between, the rounding runs in torch on that
-    grid (in float64, as numerics.quantize does). OCS weights (rows split and folded back) are recomputed
-    by numerics at every step. Embedding tables (plan None) are frozen: their grid is computed once."""
-    import torch
-
-    from . import runtime_weight, table_params, weight_grid
-
-    class Grid(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fixed = None  # (scale, zero, qmin, qmax) as [out, in] tensors, or a frozen table
-            self.trained = plan is not None  # weights: refreshed while training; tables: frozen
-
-        def refresh(self, w):
-            if plan is None:  # an embedding table [rows, hidden]
-                table = w.detach().cpu().numpy()
-                params = table_params(table, t)
-                self.fixed = torch.from_numpy(numerics.dequantize(numerics.quantize(table.T, params), params).T.copy())
-                return
-            if t.ocs_ratio:  # recomputed at every step (forward)
-                return
-            matrix, params, _ = weight_grid(np.ascontiguousarray(w.detach().cpu().numpy().T), t)
-            scale = numerics.expand_scale(params.scale, matrix.shape, params.axis, params.block_size)
-            zero = (numerics.expand_scale(params.zero_point, matrix.shape, params.axis, params.block_size)
-                    if params.zero_point is not None else np.zeros(matrix.shape))
-            qmin, qmax = numerics.int_range(params.bits, params.symmetric)
-            self.fixed = (torch.from_numpy(np.ascontiguousarray(scale.T, np.float32)),
-                          torch.from_numpy(np.ascontiguousarray(zero.T, np.float64)), qmin, qmax)
-
-        def forward(self, w):
-            with torch.no_grad():
-                if plan is None:
-                    if self.fixed is None:
-                        self.refresh(w)
-                    return self.fixed
-                if self.fixed is None:  # OCS: numerics' runtime weight, every step
-                    matrix, params, index = weight_grid(np.ascontiguousarray(w.detach().cpu().numpy().T), t)
-                    qt = QuantizedTensor(t.name, numerics.quantize(matrix, params), params, index)
-                    q = torch.from_numpy(np.ascontiguousarray(runtime_weight(plan, t, qt).T, np.float32))
-                else:
-                    scale, zero, qmin, qmax = self.fixed
-                    d = torch.clamp(torch.round(w.double() / scale.double()) + zero, qmin, qmax) - zero
-                    q = d.float() * scale
-            return w + (q - w).detach()
-
-    return Grid()
-
-
-def refresh_grids(hf_model) -> None:
-    """Recompute every planned weight's grid from its current (latent) weight."""
-    for module in hf_model.modules():
-        for plist in getattr(module, "parametrizations", {}).values():
-            for grid in plist:
-                if getattr(grid, "trained", False):
-                    grid.refresh(plist.original)
-
-
-def prepare(hf_model, plan: QuantPlan):
-    """Wrap `hf_model` (in place) so that its forward computes what the quantized file will (module docstring)."""
-    from torch.nn.utils import parametrize
-
-    modules = dict(hf_model.named_modules())
-    for t in plan.weights:
-        module = modules.get(t.name.removesuffix(".weight"))
-        if module is None or tuple(module.weight.shape[::-1]) != tuple(t.shape):
-            raise BadInput(f"the Hugging Face model has no Linear '{t.name}' of shape {list(t.shape[::-1])}: pass the "
-                           "model this ONNX was exported from with --hf-model")
-        grid = _grid_module(plan, t)
-        grid.refresh(module.weight)
-        parametrize.register_parametrization(module, "weight", grid)
-        if plan.activations.bits:
-            block = t.group_size if t.kernel == "matmulnbits" and t.granularity == "group" else None
-            module.register_forward_pre_hook(lambda _m, args, b=block: ((fake_blocks(args[0], b) if b else fake_dynamic(args[0])),
-                                                                        *args[1:]))
-    for t in plan.embeddings:
-        module = modules.get(t.name.removesuffix(".weight"))
-        if module is None or tuple(module.weight.shape) != tuple(t.shape):
-            raise BadInput(f"the Hugging Face model has no embedding table '{t.name}' of shape {list(t.shape)}: pass the "
-                           "model this ONNX was exported from with --hf-model")
-        parametrize.register_parametrization(module, "weight", _grid_module(None, t))
-        module.parametrizations.weight.original.requires_grad_(False)
-    return hf_model
 
 
 def _named_latents(hf_model) -> dict:
