@@ -121,12 +121,42 @@ def test_layer_sensitivities_agree_with_one_layer_at_a_time(tiny_classifier):
         params = hessian.layer_weights(model, layer)
         for p in params:
             p.requires_grad_(True)
-        alone = hessian.top_eigenvalue(lambda: model(**batches[0]).loss, params, max_iter=40, seed=5 + layer)
+        alone = hessian.top_eigenvalue(lambda: hessian.unpadded_loss(model, batches[0]), params, max_iter=40,
+                                       seed=5 + layer)
         for p in params:
             p.requires_grad_(False)
         # same start, same products: the same iterates (converged or not)
         assert shared[layer].eigenvalues[0] == pytest.approx(alone.value, rel=1e-4)
         assert shared[layer].iterations[0] == alone.iterations
+
+
+def test_unpadded_loss_skips_the_padding(tiny_classifier, tmp_path):
+    """Classification: the padded batch's loss. QA: the batch loss with the pad positions out of the
+    start/end softmax (so, unlike the padded loss, it does not depend on the batch's width)."""
+    from transformers import AutoModelForQuestionAnswering
+
+    model, batches = tiny_classifier
+    batch = {k: v.clone() for k, v in batches[0].items()}
+    lengths = [9, 5, 7, 3]
+    for i, n in enumerate(lengths):
+        batch["attention_mask"][i, n:] = 0
+        batch["input_ids"][i, n:] = 0
+    with torch.no_grad():
+        assert float(hessian.unpadded_loss(model, batch)) == pytest.approx(float(model(**batch).loss), rel=1e-5)
+    qa = AutoModelForQuestionAnswering.from_pretrained(make_tiny_bert(tmp_path / "qa", "question-answering"),
+                                                       attn_implementation="eager").eval()
+    batch.pop("labels")
+    starts, ends = torch.tensor([2, 1, 4, 0]), torch.tensor([5, 3, 6, 2])
+    with torch.no_grad():
+        out = qa(**batch)
+        pad = batch["attention_mask"] == 0
+        ce = torch.nn.functional.cross_entropy
+        want = (ce(out.start_logits.masked_fill(pad, -torch.inf), starts)
+                + ce(out.end_logits.masked_fill(pad, -torch.inf), ends)) / 2
+        got = hessian.unpadded_loss(qa, {**batch, "start_positions": starts, "end_positions": ends})
+        padded = qa(**batch, start_positions=starts, end_positions=ends).loss
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    assert abs(float(got) - float(padded)) > 1e-3  # the pad logits did enter the padded loss
 
 
 def test_layer_sensitivities_bad_input(tiny_classifier):

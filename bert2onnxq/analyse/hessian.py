@@ -122,14 +122,25 @@ def layer_weights(model, layer: int) -> list[torch.Tensor]:
     return [modules[name].weight for name in LAYER_WEIGHTS]
 
 
+def unpadded_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The batch's mean loss with each example run at its own length: the padding's compute is skipped.
+    Classification and regression are the padded batch's loss (masked keys add nothing); for QA the
+    start/end softmax no longer spans the pad positions, so the loss depends on no other example."""
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    losses = [model(**{k: (v[i: i + 1, :n] if v.dim() == 2 else v[i: i + 1]) for k, v in batch.items()}).loss
+              for i, n in enumerate(lengths)]
+    return torch.stack(losses).mean()
+
+
 def layer_sensitivities(model, batches, num_layers=None, *, max_iter: int = 50, tol: float = 1e-3, seed: int = 0,
-                        progress=None) -> list[LayerSensitivity]:
+                        progress=None, unpadded: bool = True) -> list[LayerSensitivity]:
     """Top Hessian eigenvalue of each encoder layer's six Linear weights, per batch (labels inside).
 
-    Per batch: one forward and one create_graph backward for all layers, then power iteration per
+    Per batch: one forward (each example unpadded) and one create_graph backward for all layers, then power iteration per
     layer; each layer warm-starts from its eigenvector of the previous batch. Layers below the first
     analysed one run without a graph. Dropout is off (eval): the loss is a fixed function of the weights.
-    `progress(label, total)` returns a callback advanced once per (layer, batch).
+    `progress(label, total)` returns a callback advanced once per (layer, batch). `unpadded=False` runs
+    the padded batch (as before; benchmarks/hessian_cost.py compares the two).
     """
     layers = encoder_layers(model)
     num_layers = len(layers) if num_layers is None else num_layers
@@ -156,7 +167,7 @@ def layer_sensitivities(model, batches, num_layers=None, *, max_iter: int = 50, 
                 p.requires_grad_(True)
         flat = [p for w in weights for p in w]
         for batch in batches:
-            loss = model(**batch).loss
+            loss = unpadded_loss(model, batch) if unpadded else model(**batch).loss
             grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
             for i, w in enumerate(weights):
                 start = time.perf_counter()

@@ -142,26 +142,33 @@ def distillation_loss(student, teacher, mask, head: str, temperature: float):
     return total / len(student)
 
 
-def agreement(student, teacher, features: list[dict], head: str, batch_size: int = 32) -> float:
-    """% of `features` where the fake-quant model predicts what FP32 does (QA: the same start and end;
-    regression: within 10%)."""
+def predictions(model, features: list[dict], head: str, batch_size: int = 32) -> list:
+    """Per feature what `model` predicts: the score (regression), the class, or QA's (start, end) over real tokens."""
     import torch
 
-    same = n = 0
+    out = []
     with torch.no_grad():
         for start in range(0, len(features), batch_size):
             batch = _batch(features, range(start, min(start + batch_size, len(features))))
-            s, _ = _outputs(student, batch, False)
-            t, _ = _outputs(teacher, batch, False)
+            logits, _ = _outputs(model, batch, False)
             if head == "regression":
-                same += int(torch.sum(torch.abs(s[0] - t[0]) <= 0.1 * (1 + torch.abs(t[0]))))
-            else:
-                mask = batch["attention_mask"] == 0
-                picks = [(a.masked_fill(mask, -1e4) if head == "question-answering" else a).argmax(-1) for a in s]
-                want = [(a.masked_fill(mask, -1e4) if head == "question-answering" else a).argmax(-1) for a in t]
-                same += int(torch.sum(torch.stack([p == w for p, w in zip(picks, want)]).all(dim=0)))
-            n += len(batch["input_ids"])
-    return 100.0 * same / max(n, 1)
+                out.extend(logits[0].reshape(-1).tolist())
+                continue
+            mask = batch["attention_mask"] == 0
+            picks = [(a.masked_fill(mask, -1e4) if head == "question-answering" else a).argmax(-1).tolist() for a in logits]
+            out.extend(zip(*picks))
+    return out
+
+
+def agreement(student, want: list, features: list[dict], head: str) -> float:
+    """% of `features` where the fake-quant model predicts `want`, FP32's predictions (QA: the same start and
+    end; regression: within 10%)."""
+    got = predictions(student, features, head)
+    if head == "regression":
+        same = sum(abs(s - t) <= 0.1 * (1 + abs(t)) for s, t in zip(got, want))
+    else:
+        same = sum(s == t for s, t in zip(got, want))
+    return 100.0 * same / max(len(want), 1)
 
 
 def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settings: FinetuneSettings, data: str,
@@ -203,7 +210,8 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
         hidden = settings.hidden_weight > 0
         history, losses, tokens = [], [], 0
         start = time.perf_counter()
-        first = agreement(student, teacher, dev, loaded.head) if dev and settings.eval_every else None
+        want = predictions(teacher, dev, loaded.head) if dev and settings.eval_every else []
+        first = agreement(student, want, dev, loaded.head) if want else None
         if first is not None:
             history.append({"step": 0, "agreement": round(first, 2)})
             if log:
@@ -231,7 +239,7 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
             if tick:
                 tick(1)
             if settings.eval_every and dev and (step % settings.eval_every == 0 or step == settings.steps):
-                a = agreement(student, teacher, dev, loaded.head)
+                a = agreement(student, want, dev, loaded.head)
                 history.append({"step": step, "agreement": round(a, 2), "loss": round(float(np.mean(losses[-settings.eval_every:])), 5)})
                 if log:
                     log(f"step {step}/{settings.steps}: loss {history[-1]['loss']:.4f}, agreement with FP32 {a:.2f}% on "
@@ -290,8 +298,6 @@ def run_finetune(model: ir.Model, plan: QuantPlan, fp32_path, source: str, job: 
     from ..export import load_hf_model
     from ..tasks import get_task
 
-    job.settings.check()
-    check_finetunable(plan)
     task = get_task(job.task)
     loaded = load_hf_model(source_model(fp32_path, source, job.hf_model))
     labels = loaded.model.config.num_labels if loaded.head != "question-answering" else None
