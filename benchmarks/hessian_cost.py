@@ -1,5 +1,5 @@
 """Where Q-BERT's Hessian time goes, and what the faster path changes: the same train batches run
-padded (as before) or each example at its own length, on 1 or 2 torch threads, on the three shared
+padded (as before) or each example at its own length, power iteration or Lanczos, on 1 or 2 torch threads, on the three shared
 models; per layer the seconds and power iterations; the Omega order and the bits it allocates
 (avg 3 over 2/3/4, mix 2/3), which must not change.
 
@@ -23,13 +23,16 @@ from tables import console_table, md_checks, print_checks, save  # noqa: E402
 
 SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 BATCH_SIZE = {"squad": 4}  # the qbert table's SQuAD setting (10 batches of 4 windows); GLUE: convert's default 8
-VARIANTS = {  # name -> (unpadded, torch threads)
-    "padded-1": (False, 1),
-    "padded-2": (False, 2),
-    "unpadded-1": (True, 1),
-    "unpadded-2": (True, 2),
+VARIANTS = {  # name -> (unpadded, torch threads, eigen solver)
+    "padded-1": (False, 1, "power"),
+    "padded-2": (False, 2, "power"),
+    "unpadded-1": (True, 1, "power"),
+    "unpadded-2": (True, 2, "power"),
+    "lanczos-1": (False, 1, "lanczos"),
+    "lanczos-2": (False, 2, "lanczos"),
+    "unpadded-lanczos-2": (True, 2, "lanczos"),
 }
-BEFORE, AFTER = "padded-1", "unpadded-2"
+BEFORE, AFTER = "padded-1", "lanczos-2"
 TARGET_SECONDS = 300  # the issue: SQuAD under 5 minutes on 2 cores
 
 
@@ -55,16 +58,17 @@ def run_model(name: str, shared: Path, variants: list[str]) -> list[dict]:
     rows = []
     before = torch.get_num_threads()
     for variant in variants:
-        unpadded, threads = VARIANTS[variant]
+        unpadded, threads, solver = VARIANTS[variant]
         torch.set_num_threads(threads)
         try:
             start = time.perf_counter()
-            sens = hessian.layer_sensitivities(loaded.model, batches, unpadded=unpadded)
+            sens = hessian.layer_sensitivities(loaded.model, batches, unpadded=unpadded, solver=solver)
             seconds = time.perf_counter() - start
         finally:
             torch.set_num_threads(before)
         omegas = [s.omega for s in sens]
         rows.append({"model": name, "task": task, "variant": variant, "unpadded": unpadded, "threads": threads,
+                     "solver": solver,
                      "batches": len(batches), "batch_size": BATCH_SIZE.get(task, 8),
                      "tokens_computed": real if unpadded else padded, "tokens_real": real, "seconds": round(seconds, 1),
                      "layers": [{"layer": s.layer, "seconds": round(s.seconds, 1), "iterations": s.iterations,
@@ -101,7 +105,8 @@ def markdown(report: dict) -> str:
              f"{report['environment'].get('torch', '?')}, bert2onnxq commit {report['environment']['git_commit']}. "
              "10 train batches (seed 0; SQuAD 4 windows each, GLUE 8 examples), power iteration to the "
              "stop rule (tol 1e-3, at most 50), eager attention. `padded`: the batch as one padded tensor "
-             "(the earlier path); `unpadded`: each example at its own length, the batch loss their mean. "
+             "(the earlier path); `unpadded`: each example at its own length, the batch loss their mean; `lanczos`: "
+             "padded, Lanczos instead of power iteration (same start vector and stop rule). "
              "The number after the dash is torch threads."), "",
              ("| model | variant | seconds | tokens computed | seconds per layer (0..5) | iterations per layer (mean) "
               "| Omega order | bits avg 3 | bits mix 2/3 |"), "|---|---|---:|---:|---|---|---|---|---|"]
@@ -118,18 +123,32 @@ def markdown(report: dict) -> str:
 @click.option("--models", default=",".join(MODELS), callback=model_list, show_default=True)
 @click.option("--variants", default=",".join(VARIANTS), show_default=True, help=f"Comma-separated: {', '.join(VARIANTS)}.")
 @click.option("--shared", type=click.Path(path_type=Path), default=DEFAULT_SHARED, show_default=True)
+@click.option("--merge", is_flag=True, help="Add to the --json file's rows (same model and variant: replaced).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path))
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path))
-def main(models, variants, shared, json_path, md_path):
+def main(models, variants, shared, merge, json_path, md_path):
     """Q-BERT Hessian time: padded vs unpadded batches, 1 vs 2 threads; the bits must not change."""
     names = [v.strip() for v in variants.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise click.BadParameter(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    report = {"command": "python benchmarks/hessian_cost.py " + " ".join(sys.argv[1:]), "environment": environment(),
-              "rows": []}
+    import torch
+
+    command = "python benchmarks/hessian_cost.py " + " ".join(sys.argv[1:])
+    report = {"command": command, "environment": {**environment(), "torch": torch.__version__}, "rows": []}
+    kept = []
+    if merge and json_path and json_path.is_file():
+        import json
+
+        earlier = json.loads(json_path.read_text())
+        report["command"], kept = f"{earlier['command']}; then {command}", earlier["rows"]
+    new = []
     for name in models:
-        report["rows"] += run_model(name, shared, names)
+        new += run_model(name, shared, names)
+        made = {(r["model"], r["variant"]) for r in new}
+        rest = [r for r in kept if (r["model"], r["variant"]) not in made]
+        order = list(dict.fromkeys(r["model"] for r in kept + new))
+        report["rows"] = sorted(rest + new, key=lambda r: (order.index(r["model"]), list(VARIANTS).index(r["variant"])))
         save(report, json_path, md_path, markdown)
     out.print(console_table("Hessian cost", ["model", "variant", "seconds", "tokens", "avg3", "mix23"],
                             [[r["model"], r["variant"], f"{r['seconds']:.1f}", str(r["tokens_computed"]),

@@ -262,3 +262,34 @@ def test_calibration_batches_squad_positions_hold_the_answer():
     assert all((b["end_positions"] >= b["start_positions"]).all() for b in batches)
     with pytest.raises(BadInput, match="question-answering"):
         hessian.calibration_batches(model, "sst2", tok, num_batches=1, data_dir=GLUE_DIR)
+
+
+@pytest.mark.parametrize("eigenvalues", [
+    [9.0, 8.6, 8.2, 3.0, 2.5, 1.0, 0.5, 0.1, 0.0, -0.2, -1.0, -2.0, -3.0, 0.3, 0.7, 1.5],  # close top three
+    [-7.0, 6.5, 3.0, 2.0, 1.0, 0.5, 0.1, 0.0, -0.2, -1.0, -2.0, -3.0, 0.3, 0.7, 1.5, 2.0],  # negative on top
+], ids=["close", "negative"])
+def test_lanczos_same_eigenpair_in_fewer_products(eigenvalues):
+    """Same start and stop rule as power iteration: the top eigenvalue (sign kept), in fewer Hessian-vector
+    products when the spectrum's top is crowded; warm-started from its own vector it stops at once."""
+    loss, params = _quadratic(eigenvalues)
+    top = max(eigenvalues, key=abs)
+    power = hessian.top_eigenvalue(loss, params, max_iter=500, tol=1e-6, seed=2)
+    lz = hessian.top_eigenvalue(loss, params, max_iter=500, tol=1e-6, seed=2, solver="lanczos")
+    assert power.converged and lz.converged
+    assert lz.value == pytest.approx(top, rel=1e-3) and power.value == pytest.approx(top, rel=1e-2)
+    assert lz.iterations < power.iterations / 2
+    hv = torch.autograd.grad(torch.autograd.grad(loss(), params, create_graph=True), params, grad_outputs=lz.vector)
+    residual = sum(float(((h - top * v) ** 2).sum()) for h, v in zip(hv, lz.vector)) ** 0.5
+    assert residual < 0.01 * abs(top)
+    again = hessian.top_eigenvalue(loss, params, tol=1e-6, solver="lanczos", init=lz.vector)
+    assert again.iterations == 1 and again.value == pytest.approx(top, rel=1e-6)
+    p = torch.ones(3, requires_grad=True)
+    assert hessian.top_eigenvalue(lambda: (2 * p).sum(), [p], solver="lanczos").value == 0.0
+
+
+def test_lanczos_first_product_is_power_iterations(tiny_classifier):
+    """One product: the Rayleigh quotient of the start vector, the same number power iteration reports."""
+    model, batches = tiny_classifier
+    a = hessian.layer_sensitivities(model, batches[:1], max_iter=1, seed=4)
+    b = hessian.layer_sensitivities(model, batches[:1], max_iter=1, seed=4, solver="lanczos")
+    assert [s.eigenvalues[0] for s in b] == pytest.approx([s.eigenvalues[0] for s in a], rel=1e-5)
