@@ -166,11 +166,12 @@ def test_cli_qbert_json(tiny_onnx, tmp_path):
     out = tmp_path / "q.onnx"
     proc = run_cli("convert", "--model", str(tiny_onnx["regression"]), "--method", "qbert", "--task", "stsb",
                    "--data-dir", str(GLUE_DIR), "--groups", "6", "--hessian-batches", "2", "--hessian-batch-size", "4",
-                   "--hessian-iters", "10", "--mix", "2/3", "-o", str(out), "--json")
+                   "--hessian-iters", "10", "--hessian-threads", "1", "--mix", "2/3", "-o", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert sorted(b["bits"] for b in summary["analysis"]["allocation"]["bits"]) == [2, 3]
-    assert summary["analysis"]["hessian"]["threads"] == 1 and out.is_file()
+    hess = summary["analysis"]["hessian"]
+    assert hess["threads"] == 1 and hess["solver"] == "lanczos" and hess["unpadded"] is False and out.is_file()
     assert "qbert: 12 weights at 2/3 bits (neuron-group)" in summary["plan_summary"]
 
 

@@ -22,7 +22,7 @@ LAYER_WEIGHTS = ("attention.self.query", "attention.self.key", "attention.self.v
 
 @dataclass
 class Eigen:
-    """Result of one power iteration: the Rayleigh quotient v.Hv of the last unit vector (it keeps the
+    """Result of one eigen solve: the Rayleigh quotient v.Hv of the last unit vector (it keeps the
     eigenvalue's sign), how many Hessian-vector products it took, and the vector (for warm starts)."""
 
     value: float
@@ -35,9 +35,9 @@ class Eigen:
 class LayerSensitivity:
     layer: int
     eigenvalues: list[float]  # top Hessian eigenvalue per data batch
-    iterations: list[int]  # power iterations per batch
+    iterations: list[int]  # Hessian-vector products per batch
     converged: list[bool]
-    seconds: float = 0.0  # wall time of this layer's power iterations
+    seconds: float = 0.0  # wall time of this layer's eigen solves
 
     @property
     def mean(self) -> float:
@@ -178,14 +178,15 @@ def unpadded_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def layer_sensitivities(model, batches, num_layers=None, *, max_iter: int = 50, tol: float = 1e-3, seed: int = 0,
-                        progress=None, unpadded: bool = True, solver: str = "power") -> list[LayerSensitivity]:
+                        progress=None, unpadded: bool | None = None, solver: str = "lanczos") -> list[LayerSensitivity]:
     """Top Hessian eigenvalue of each encoder layer's six Linear weights, per batch (labels inside).
 
-    Per batch: one forward (each example unpadded) and one create_graph backward for all layers, then power iteration per
+    Per batch: one forward and one create_graph backward for all layers, then the top eigenpair per
     layer; each layer warm-starts from its eigenvector of the previous batch. Layers below the first
     analysed one run without a graph. Dropout is off (eval): the loss is a fixed function of the weights.
-    `progress(label, total)` returns a callback advanced once per (layer, batch). `unpadded=False` runs
-    the padded batch (as before; benchmarks/hessian_cost.py compares the two).
+    `progress(label, total)` returns a callback advanced once per (layer, batch). `unpadded` runs each
+    example at its own length (default: QA batches only; short GLUE examples run faster padded, with the
+    same loss); `solver` is lanczos or power (benchmarks/hessian_cost.py compares them).
     """
     layers = encoder_layers(model)
     num_layers = len(layers) if num_layers is None else num_layers
@@ -197,6 +198,10 @@ def layer_sensitivities(model, batches, num_layers=None, *, max_iter: int = 50, 
         raise BadInput("the Hessian analysis needs an fp32 model; load it with dtype=torch.float32")
     if not any(k in batches[0] for k in ("labels", "start_positions")):
         raise BadInput("batches carry no labels (or start/end positions); build them with calibration_batches")
+    if solver not in SOLVERS:
+        raise BadInput(f"unknown eigen solver '{solver}': choose {' or '.join(SOLVERS)}")
+    if unpadded is None:
+        unpadded = "start_positions" in batches[0]
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
     weights = [layer_weights(model, i) for i in range(num_layers)]

@@ -30,7 +30,7 @@ class HessianSettings:
     max_iter: int = 50
     tol: float = 1e-3
     seed: int = 0
-    threads: int | None = 1  # torch threads (None: torch's default); one was 5x faster than two here
+    threads: int | None = None  # torch threads (None: torch's default, the machine's cores)
 
 
 def hessian_record(model: ir.Model, source: str, sites: list[WeightSite], settings: HessianSettings,
@@ -45,6 +45,7 @@ def hessian_record(model: ir.Model, source: str, sites: list[WeightSite], settin
         "model": hf, "task": settings.task, "data": str(settings.calib_file or settings.data_dir or "hub"),
         "batches": len(batches), "batch_size": settings.batch_size,
         "tokens": int(sum(int(b["attention_mask"].sum()) for b in batches)),
+        "solver": "lanczos", "unpadded": "start_positions" in batches[0],
         "max_iter": settings.max_iter, "tol": settings.tol, "seed": settings.seed, "threads": _threads(settings.threads),
         "seconds": round(seconds, 2),
         "weights": "query, key, value, attention output, intermediate, output Linear weights of each layer",

@@ -106,9 +106,9 @@ SHARED_DATA = ("task", "data_dir", "calib_file", "hf_model")
                  help="Train batches; Omega = |mean| + std of their top eigenvalues."),
     cloup.option("--hessian-batch-size", type=click.IntRange(1), default=8, show_default=True),
     cloup.option("--hessian-iters", type=click.IntRange(1), default=50, show_default=True,
-                 help="At most this many power iterations per layer and batch."),
-    cloup.option("--hessian-threads", type=click.IntRange(1), default=1, show_default=True,
-                 help="Torch threads for the Hessian (small batches gain little from more; a busy machine loses a lot)."),
+                 help="At most this many Hessian-vector products (Lanczos steps) per layer and batch."),
+    cloup.option("--hessian-threads", type=click.IntRange(1), default=None,
+                 help="Torch threads for the Hessian (default: torch's, the machine's cores; on a busy machine try 1)."),
     cloup.option("--seed", type=int, default=0, show_default=True, help="Batch sample and start vectors."),
 )
 @cloup.option_group(

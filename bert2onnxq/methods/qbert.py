@@ -49,7 +49,7 @@ class QBertOptions:
     max_iter: int = 50
     tol: float = 1e-3
     seed: int = 0
-    threads: int | None = 1  # torch threads for the Hessian (None: torch's default)
+    threads: int | None = None  # torch threads for the Hessian (None: torch's default, the machine's cores)
     hessian: dict | None = None  # a plan's recorded analysis["hessian"]: re-decide the bits without recomputing
 
     def check(self, options=None) -> None:
