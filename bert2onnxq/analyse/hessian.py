@@ -130,7 +130,7 @@ def lanczos(grads, params, *, max_iter: int = 50, tol: float = 1e-3, init=None, 
         r2 = (beta * s[-1]) ** 2
         if theta == 0.0 and r2 == 0.0:  # H q = 0 on the start vector's whole Krylov space
             return Eigen(0.0, len(alphas), True, [torch.zeros_like(p) for p in params])
-        converged = r2 <= tol * (theta * theta + r2)
+        converged = bool(r2 <= tol * (theta * theta + r2))
         if converged or beta <= 1e-12 * max(abs(theta), 1e-30):
             converged = True
             break

@@ -298,6 +298,8 @@ def run_finetune(model: ir.Model, plan: QuantPlan, fp32_path, source: str, job: 
     from ..export import load_hf_model
     from ..tasks import get_task
 
+    job.settings.check()  # before the model and data load (finetune() checks again for direct callers)
+    check_finetunable(plan)
     task = get_task(job.task)
     loaded = load_hf_model(source_model(fp32_path, source, job.hf_model))
     labels = loaded.model.config.num_labels if loaded.head != "question-answering" else None
