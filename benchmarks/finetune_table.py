@@ -19,7 +19,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import DEFAULT_SHARED, MODELS, SQUAD_FILE, THREADS, environment, err, fp32_export, model_list, out  # noqa: E402
-from tables import console_table, md_checks, md_table, print_checks, save  # noqa: E402
+from tables import console_table, earlier_rows, md_checks, md_table, merged, print_checks, save  # noqa: E402
 
 SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 NEURON = {"granularity": "neuron-group", "groups": 128, "symmetric": False}
@@ -151,20 +151,12 @@ def main(models, rows, steps, lr, hidden_weight, shared, work, reuse, merge, jso
     unknown = [r for r in names if r not in ROWS]
     if unknown:
         raise click.BadParameter(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
-    command = "python benchmarks/finetune_table.py " + " ".join(sys.argv[1:])
+    command, kept = earlier_rows(json_path, merge, "python benchmarks/finetune_table.py " + " ".join(sys.argv[1:]))
     report = {"command": command, "environment": environment(), "rows": []}
-    kept = []
-    if merge and json_path and json_path.is_file():
-        import json
-
-        earlier = json.loads(json_path.read_text())
-        report["command"] = f"{earlier['command']}; then {command}"
-        kept = earlier["rows"]
     new = []
     for name in models:
         new += run_model(name, shared, work, names, steps, reuse, lr, hidden_weight)
-        made = {_key(r) for r in new}
-        report["rows"] = [r for r in kept if _key(r) not in made] + new
+        report["rows"] = merged(kept, new, _key)
         save(report, json_path, md_path, markdown)
     out.print(console_table("post-training vs fine-tuned", ["model", "row", "", "metric", "drop", "agreement"],
                             [[r["model"], r["label"], "ft" if r["finetuned"] else "ptq", f"{r['metric']:.2f}",

@@ -19,7 +19,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import DEFAULT_SHARED, MODELS, environment, err, model_list, out  # noqa: E402
-from tables import console_table, md_checks, print_checks, save  # noqa: E402
+from tables import console_table, earlier_rows, md_checks, merged, print_checks, save  # noqa: E402
 
 SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 BATCH_SIZE = {"squad": 4}  # the qbert table's SQuAD setting (10 batches of 4 windows); GLUE: convert's default 8
@@ -138,21 +138,14 @@ def main(models, variants, shared, merge, json_path, md_path):
         raise click.BadParameter(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     import torch
 
-    command = "python benchmarks/hessian_cost.py " + " ".join(sys.argv[1:])
+    command, kept = earlier_rows(json_path, merge, "python benchmarks/hessian_cost.py " + " ".join(sys.argv[1:]))
     report = {"command": command, "environment": {**environment(), "torch": torch.__version__}, "rows": []}
-    kept = []
-    if merge and json_path and json_path.is_file():
-        import json
-
-        earlier = json.loads(json_path.read_text())
-        report["command"], kept = f"{earlier['command']}; then {command}", earlier["rows"]
     new = []
     for name in models:
         new += run_model(name, shared, names)
-        made = {(r["model"], r["variant"]) for r in new}
-        rest = [r for r in kept if (r["model"], r["variant"]) not in made]
-        order = list(dict.fromkeys(r["model"] for r in kept + new))
-        report["rows"] = sorted(rest + new, key=lambda r: (order.index(r["model"]), list(VARIANTS).index(r["variant"])))
+        rows = merged(kept, new, lambda r: (r["model"], r["variant"]))
+        order = list(dict.fromkeys(r["model"] for r in rows))
+        report["rows"] = sorted(rows, key=lambda r: (order.index(r["model"]), list(VARIANTS).index(r["variant"])))
         save(report, json_path, md_path, markdown)
     out.print(console_table("Hessian cost", ["model", "variant", "seconds", "tokens", "avg3", "mix23"],
                             [[r["model"], r["variant"], f"{r['seconds']:.1f}", str(r["tokens_computed"]),

@@ -50,3 +50,19 @@ def save(report: dict, json_path, md_path, markdown) -> None:
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text())
+
+
+def earlier_rows(json_path, merge: bool, command: str) -> tuple[str, list[dict]]:
+    """--merge: the command line and rows of the --json file to build on (none without --merge or a file)."""
+    import json
+
+    if not (merge and json_path and json_path.is_file()):
+        return command, []
+    earlier = json.loads(json_path.read_text())
+    return f"{earlier['command']}; then {command}", earlier["rows"]
+
+
+def merged(kept: list[dict], new: list[dict], key) -> list[dict]:
+    """`kept` rows that this run did not make again (same key(row)), then the new ones."""
+    made = {key(r) for r in new}
+    return [r for r in kept if key(r) not in made] + new

@@ -68,6 +68,21 @@ def random_unit(params: list[torch.Tensor], seed: int = 0) -> list[torch.Tensor]
     return _unit([torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params])
 
 
+def _live(grads, params):
+    """The params the loss is nonlinear in, their gradient graphs, and their indices in `params`."""
+    pairs = [(g, p) for g, p in zip(grads, params) if g is not None and g.requires_grad]
+    live = [p for _, p in pairs]
+    return [g for g, _ in pairs], live, [i for i, p in enumerate(params) if any(p is q for q in live)]
+
+
+def _eigen(value: float, products: int, converged: bool, keep: list[int], vector, params) -> Eigen:
+    """An Eigen whose vector covers all `params` (zero where the loss is at most linear)."""
+    full = [torch.zeros_like(p) for p in params]
+    for i, x in zip(keep, vector or []):
+        full[i] = x
+    return Eigen(value, products, converged, full)
+
+
 def power_iteration(grads, params, *, max_iter: int = 50, tol: float = 1e-3, init=None, seed: int = 0) -> Eigen:
     """Largest-magnitude eigenvalue of the Hessian whose gradient graph is `grads` (autograd.grad of a loss
     w.r.t. `params` with create_graph=True): v <- Hv / |Hv|, Hv by a second backward (double backprop).
@@ -78,11 +93,9 @@ def power_iteration(grads, params, *, max_iter: int = 50, tol: float = 1e-3, ini
     eigenvalue has almost the top's magnitude, v.Hv crawls and that test stops far from the answer.
     `init` (e.g. the previous batch's vector) warm-starts; else a seeded random vector.
     """
-    pairs = [(g, p) for g, p in zip(grads, params) if g is not None and g.requires_grad]
-    if not pairs:  # the loss is at most linear in these params: the Hessian is zero
-        return Eigen(0.0, 0, True, [torch.zeros_like(p) for p in params])
-    grads, live = [g for g, _ in pairs], [p for _, p in pairs]
-    keep = [i for i, p in enumerate(params) if any(p is q for q in live)]
+    grads, live, keep = _live(grads, params)
+    if not live:  # the loss is at most linear in these params: the Hessian is zero
+        return _eigen(0.0, 0, True, keep, None, params)
     v = _unit([init[i] for i in keep]) if init is not None else random_unit(live, seed)
     eig, iterations, converged = 0.0, 0, False
     for iterations in range(1, max(1, max_iter) + 1):
@@ -90,15 +103,12 @@ def power_iteration(grads, params, *, max_iter: int = 50, tol: float = 1e-3, ini
         eig = float(_dot(hv, v))  # Rayleigh quotient: v has unit norm; keeps the sign
         norm2 = float(_dot(hv, hv))
         if norm2 == 0:
-            return Eigen(0.0, iterations, True, [torch.zeros_like(p) for p in params])
+            return _eigen(0.0, iterations, True, keep, None, params)
         converged = norm2 - eig * eig <= tol * norm2
         if converged:
             break
         v = [x.detach() / norm2 ** 0.5 for x in hv]
-    full = [torch.zeros_like(p) for p in params]
-    for i, x in zip(keep, v):
-        full[i] = x
-    return Eigen(eig, iterations, converged, full)
+    return _eigen(eig, iterations, converged, keep, v, params)
 
 
 def lanczos(grads, params, *, max_iter: int = 50, tol: float = 1e-3, init=None, seed: int = 0) -> Eigen:
@@ -106,11 +116,9 @@ def lanczos(grads, params, *, max_iter: int = 50, tol: float = 1e-3, init=None, 
     |H y - theta y|^2 <= tol (theta^2 + |H y - theta y|^2)), by Lanczos with full reorthogonalisation:
     the Krylov space of k products holds the power iterate of step k, so it needs at most as many
     products, and far fewer when the top two eigenvalues are close. Keeps the k basis vectors."""
-    pairs = [(g, p) for g, p in zip(grads, params) if g is not None and g.requires_grad]
-    if not pairs:
-        return Eigen(0.0, 0, True, [torch.zeros_like(p) for p in params])
-    grads, live = [g for g, _ in pairs], [p for _, p in pairs]
-    keep = [i for i, p in enumerate(params) if any(p is q for q in live)]
+    grads, live, keep = _live(grads, params)
+    if not live:
+        return _eigen(0.0, 0, True, keep, None, params)
     basis = [_unit([init[i] for i in keep]) if init is not None else random_unit(live, seed)]
     alphas, betas = [], []
     theta, s, converged = 0.0, np.ones(1), False
@@ -129,7 +137,7 @@ def lanczos(grads, params, *, max_iter: int = 50, tol: float = 1e-3, init=None, 
         theta, s = float(values[top]), vectors[:, top]
         r2 = (beta * s[-1]) ** 2
         if theta == 0.0 and r2 == 0.0:  # H q = 0 on the start vector's whole Krylov space
-            return Eigen(0.0, len(alphas), True, [torch.zeros_like(p) for p in params])
+            return _eigen(0.0, len(alphas), True, keep, None, params)
         converged = bool(r2 <= tol * (theta * theta + r2))
         if converged or beta <= 1e-12 * max(abs(theta), 1e-30):
             converged = True
@@ -137,13 +145,16 @@ def lanczos(grads, params, *, max_iter: int = 50, tol: float = 1e-3, init=None, 
         betas.append(beta)
         basis.append([x / beta for x in w])
     y = _unit([sum(float(c) * b[j] for c, b in zip(s, basis)) for j in range(len(live))])
-    full = [torch.zeros_like(p) for p in params]
-    for i, x in zip(keep, y):
-        full[i] = x
-    return Eigen(theta, len(alphas), converged, full)
+    return _eigen(theta, len(alphas), converged, keep, y, params)
 
 
 SOLVERS = {"power": power_iteration, "lanczos": lanczos}
+SOLVER = "lanczos"  # layer_sensitivities' default: the same eigenpair in fewer products (benchmarks/hessian_cost.py)
+
+
+def unpadded_by_default(batches) -> bool:
+    """QA windows run unpadded (long, and their loss should not see pads); short GLUE examples run faster padded."""
+    return "start_positions" in batches[0]
 
 
 def top_eigenvalue(loss_fn, params: list[torch.Tensor], *, max_iter: int = 50, tol: float = 1e-3, seed: int = 0,
@@ -178,7 +189,7 @@ def unpadded_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def layer_sensitivities(model, batches, num_layers=None, *, max_iter: int = 50, tol: float = 1e-3, seed: int = 0,
-                        progress=None, unpadded: bool | None = None, solver: str = "lanczos") -> list[LayerSensitivity]:
+                        progress=None, unpadded: bool | None = None, solver: str = SOLVER) -> list[LayerSensitivity]:
     """Top Hessian eigenvalue of each encoder layer's six Linear weights, per batch (labels inside).
 
     Per batch: one forward and one create_graph backward for all layers, then the top eigenpair per
@@ -201,7 +212,7 @@ def layer_sensitivities(model, batches, num_layers=None, *, max_iter: int = 50, 
     if solver not in SOLVERS:
         raise BadInput(f"unknown eigen solver '{solver}': choose {' or '.join(SOLVERS)}")
     if unpadded is None:
-        unpadded = "start_positions" in batches[0]
+        unpadded = unpadded_by_default(batches)
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
     weights = [layer_weights(model, i) for i in range(num_layers)]

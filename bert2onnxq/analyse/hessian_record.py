@@ -36,6 +36,8 @@ class HessianSettings:
 def hessian_record(model: ir.Model, source: str, sites: list[WeightSite], settings: HessianSettings,
                    num_layers: int, progress=None) -> dict:
     """Per layer the top eigenvalue of each batch, mean, std, Omega; the settings and the time."""
+    from . import hessian  # torch: only when a Hessian is computed
+
     hf = hf_source(model, source, settings.hf_model)
     loaded = load_matching_hf_model(hf, model, sites)
     start = time.perf_counter()
@@ -45,7 +47,7 @@ def hessian_record(model: ir.Model, source: str, sites: list[WeightSite], settin
         "model": hf, "task": settings.task, "data": str(settings.calib_file or settings.data_dir or "hub"),
         "batches": len(batches), "batch_size": settings.batch_size,
         "tokens": int(sum(int(b["attention_mask"].sum()) for b in batches)),
-        "solver": "lanczos", "unpadded": "start_positions" in batches[0],
+        "solver": hessian.SOLVER, "unpadded": hessian.unpadded_by_default(batches),
         "max_iter": settings.max_iter, "tol": settings.tol, "seed": settings.seed, "threads": _threads(settings.threads),
         "seconds": round(seconds, 2),
         "weights": "query, key, value, attention output, intermediate, output Linear weights of each layer",
