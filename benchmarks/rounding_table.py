@@ -54,8 +54,10 @@ OURS = (("LQ", {"method": "lq"}), ("ACIQ", {"method": "aciq"}), ("OCS+ACIQ", {"m
         ("OCS+act", {"method": "ocs", "ocs_activations": True}))
 # --methods names of the rows (OCS+act: OCS r = 0.02 that also splits the dynamic activations' outlier channels)
 ROW_METHOD = {"LQ": "lq", "ACIQ": "aciq", "OCS+ACIQ": "ocs", "OCS+act": "ocs-act"}
-# our rounding rows: gptq-seq is --rounding gptq --gptq-sequential; gptq-512 is --calib-samples 512
+# our rounding rows: gptq-seq is --rounding gptq --gptq-sequential; gptq-512 is --calib-samples 512;
+# gptq-search is --gptq-grid search (each weight also tries its ranges shrunk on diag(X^T X))
 ROUNDING_OPTIONS = {"nearest": {"rounding": "nearest"}, "gptq": {"rounding": "gptq"},
+                    "gptq-search": {"rounding": "gptq", "gptq_grid": "search"},
                     "gptq-seq": {"rounding": "gptq", "gptq_sequential": True},
                     "gptq-512": {"rounding": "gptq", "calib_samples": 512}}  # 4x the default calibration
 ORT_ALGOS = ("DEFAULT", "RTN", "GPTQ", "HQQ", "k_quant")

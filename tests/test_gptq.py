@@ -160,6 +160,38 @@ def test_gptq_convert_lowers_every_output_error_and_keeps_the_graph(stsb, tmp_pa
     assert again["plan"].rounding["tokens"] == plan.rounding["tokens"]
 
 
+@pytest.mark.parametrize("kw", [dict(method="lq", bits=3), dict(method="ocs", bits=2, granularity="group", group_size=16,
+                                                                ocs_ratio=0.1, ocs_activations=True),
+                                dict(method="aciq", bits=3, granularity="neuron-group", groups=6, symmetric=False),
+                                dict(method="lq", bits=4, granularity="group", group_size=16, group_kernel="int8")])
+def test_gptq_grid_search_lowers_the_output_error_and_replays(stsb, tmp_path, kw):
+    import onnx
+
+    from bert2onnxq.convert import convert
+    from bert2onnxq.methods import convert_options
+    from bert2onnxq.plan import QuantPlan
+
+    fp32 = str(stsb["fp32"])
+    fixed = convert(fp32, tmp_path / "f.onnx", convert_options(rounding="gptq", **kw), calibrate=_calibrate(stsb))["plan"]
+    got = convert(fp32, tmp_path / "s.onnx", convert_options(rounding="gptq", gptq_grid="search", **kw),
+                  calibrate=_calibrate(stsb), plan_out=tmp_path / "plan.json")["plan"]
+    assert got.rounding["grid"] == "search" and fixed.rounding["grid"] == "fixed"
+
+    # per weight: GPTQ on the method's grid is the fixed run's, and the searched grid is kept only when it is better
+    chosen = []
+    for a, b in zip(fixed.weights, got.weights):
+        assert b.stats["out_err_method_grid"] == pytest.approx(a.stats["out_err"], rel=1e-12), b.name
+        assert b.stats["out_err"] <= b.stats["out_err_method_grid"], b.name
+        assert (b.stats["out_err"] < b.stats["out_err_method_grid"]) == (b.stats["grid"] == "searched"), b.name
+        assert (b.stats["scale_mean"] < a.stats["scale_mean"]) == (b.stats["grid"] == "searched"), b.name
+        chosen.append(b.stats["grid"])
+    print(kw, chosen.count("searched"), "of", len(chosen), "searched")
+    again = convert(fp32, tmp_path / "again.onnx", plan=QuantPlan.load(tmp_path / "plan.json"), calibrate=_calibrate(stsb))
+    b, c = onnx.load(str(tmp_path / "s.onnx")), onnx.load(str(tmp_path / "again.onnx"))
+    assert [x.SerializeToString() for x in c.graph.initializer] == [x.SerializeToString() for x in b.graph.initializer]
+    assert again["plan"].rounding["grid"] == "search"
+
+
 def test_gptq_bad_input(stsb, tmp_path):
     from bert2onnxq.convert import convert
     from bert2onnxq.errors import BadInput
@@ -172,6 +204,8 @@ def test_gptq_bad_input(stsb, tmp_path):
     with pytest.raises(BadInput, match="no weight to round"):
         convert(fp32, tmp_path / "b.onnx", convert_options(bits=3, rounding="gptq", skip=("encoder",)),
                 calibrate=_calibrate(stsb))
+    with pytest.raises(BadInput, match="unknown --gptq-grid"):
+        convert(fp32, tmp_path / "c.onnx", convert_options(rounding="gptq", gptq_grid="best"))
     with pytest.raises(BadInput, match="unknown rounding"):
         convert(fp32, tmp_path / "c.onnx", convert_options(rounding="best"))
     convert(fp32, tmp_path / "d.onnx", convert_options(bits=3, rounding="gptq"), calibrate=_calibrate(stsb),
@@ -331,3 +365,42 @@ def test_sequential_gptq_rounds_later_layers_on_the_rounded_inputs(stsb, tmp_pat
     c = onnx.load(str(tmp_path / "c.onnx"))  # replay: the same integers
     assert [x.SerializeToString() for x in c.graph.initializer] == [x.SerializeToString() for x in b.graph.initializer]
     assert again["plan"].rounding["sequential"] is True
+
+
+def test_range_search_lowers_the_weighted_error_and_stays_on_a_valid_grid():
+    from bert2onnxq.numerics.grid_search import search_range
+
+    rng = np.random.default_rng(3)
+    w = (rng.standard_t(3, size=(K, N)) * 0.05).astype(np.float32)  # heavy tails: min-max wastes the grid
+    x = correlated_inputs(rng)
+    importance = np.einsum("tk,tk->k", x, x)  # diag(X^T X)
+    for label, matrix, params, index in grids(w):
+        imp = importance if index is None else importance[index]
+        got = search_range(matrix, params, imp)
+        assert got.scale.shape == np.shape(params.scale) and got.granularity == params.granularity, label
+
+        def weighted(p):
+            return float(np.sum(imp[:, None] * (matrix - dequantize(quantize(matrix, p), p)) ** 2))
+        assert weighted(got) < 0.95 * weighted(params), label
+        assert np.all(got.scale <= params.scale * (1 + 1e-6)), label  # ranges only shrink
+        if params.column_groups is not None:  # one range per neuron group still
+            for g in np.unique(params.column_groups):
+                assert np.unique(got.scale[params.column_groups == g]).size == 1, label
+        # every block's choice is the best of the candidates: no single shrink beats it on the total
+        for s in (0.5, 0.8, 1.0):
+            assert weighted(got) <= weighted(search_range(matrix, params, imp, shrinks=(s,))) * (1 + 1e-9), label
+
+
+def test_range_search_without_shrinks_is_the_given_grid():
+    from bert2onnxq.numerics.grid_search import search_range
+
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(K, N))
+    for label, matrix, params, _ in grids(w):
+        got = search_range(matrix, params, np.ones(matrix.shape[0]), shrinks=(1.0,))
+        np.testing.assert_array_equal(got.scale, params.scale, err_msg=label)
+        np.testing.assert_array_equal(quantize(matrix, got), quantize(matrix, params), err_msg=label)
+    with pytest.raises(ValueError):
+        search_range(w, lq_params(w, 3), np.ones(K - 1))
+    with pytest.raises(ValueError):
+        search_range(w, lq_params(w, 3), np.ones(K), shrinks=(0.0,))

@@ -67,7 +67,7 @@ def print_inspection(r: dict) -> None:
         if rounding.get("method", "nearest") != "nearest":
             out.print(f"  rounding {rounding['method']}: {rounding.get('samples')} calibration samples "
                       f"({rounding.get('tokens')} tokens; {rounding.get('draw', 'first rows of the train file')}), damp {rounding.get('damp')}, block {rounding.get('block')}, "
-                      f"act order {rounding.get('act_order')}; out err = ||X(W - Q)||^2 / ||XW||^2, nearest -> {rounding['method']}")
+                      f"act order {rounding.get('act_order')}, grid {rounding.get('grid', 'fixed')}; out err = ||X(W - Q)||^2 / ||XW||^2, nearest -> {rounding['method']}")
     else:
         out.print("plan: none in the metadata (not written by bert2onnxq convert)")
     errors = any(w.get("out_err") is not None for w in r["weights"])

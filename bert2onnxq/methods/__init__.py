@@ -67,7 +67,8 @@ APPLIES_WITH = [
     ("groups", "granularity", ("neuron-group",), "--granularity neuron-group"),
     ("calib_method", "act_calib", ("static",), "--act-calib static"),
     *((k, "rounding", ("gptq",), "--rounding gptq") for k in ("gptq_damp", "gptq_block", "gptq_act_order",
-                                                              "gptq_tokens", "gptq_inputs", "gptq_sequential")),
+                                                              "gptq_tokens", "gptq_inputs", "gptq_sequential",
+                                                              "gptq_grid")),
 ]
 
 

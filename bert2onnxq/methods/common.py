@@ -54,6 +54,7 @@ class ConvertOptions:
     gptq_tokens: int = 0  # gptq: calibrate on at least this many tokens (0: TOKENS_PER_INPUT x the widest input)
     gptq_inputs: str = "quantized"  # gptq, int8 kernels: round for the 8-bit inputs they see (quantized) or FP32 ones
     gptq_sequential: bool = False  # gptq: layer l's inputs from the model whose layers < l are already rounded
+    gptq_grid: str = "fixed"  # gptq: the method's ranges (fixed), or also each range shrunk on diag(H) (search)
     pack_bits: bool = False  # 3/5/6/7-bit weights stored that many bits each (unpacked at load), not in INT4/INT8
 
     @property
@@ -81,6 +82,8 @@ class ConvertOptions:
         if self.group_kernel == "int8" and (self.target != "cpu" or not self.act_bits):
             raise BadInput("--group-kernel int8 runs group-wise weights on ONNX Runtime's CPU int8 GEMM: it needs "
                            "--target cpu and --act-bits 8")
+        if self.gptq_grid not in ("fixed", "search"):
+            raise BadInput(f"unknown --gptq-grid '{self.gptq_grid}': choose fixed or search")
         if self.gptq_inputs not in ("quantized", "fp32"):
             raise BadInput(f"unknown --gptq-inputs '{self.gptq_inputs}': choose quantized or fp32")
         if self.rounding not in ROUNDINGS:
@@ -148,7 +151,7 @@ def base_plan(model: ir.Model, sites: list[WeightSite], options: ConvertOptions,
         plan.rounding = {"method": "gptq", "damp": options.gptq_damp, "block": options.gptq_block,
                          "act_order": options.gptq_act_order, "samples": options.calib_samples, "draw": CALIBRATION_DRAW,
                          "min_tokens": options.gptq_tokens or TOKENS_PER_INPUT * widest, "inputs": options.gptq_inputs,
-                         "sequential": options.gptq_sequential}
+                         "sequential": options.gptq_sequential, "grid": options.gptq_grid}
     return plan
 
 

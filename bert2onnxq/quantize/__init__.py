@@ -24,14 +24,17 @@ from ..numerics.gptq import (
     output_error,
     output_error_quantized_inputs,
 )
+from ..numerics.grid_search import search_range
 from ..onnx_io import weight_array
 from ..plan import QuantPlan, TensorPlan
 from .tensor import QuantizedTensor
 
 
-def weight_grid(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.QuantParams, np.ndarray | None]:
+def weight_grid(w: np.ndarray, t: TensorPlan, importance: np.ndarray | None = None
+                ) -> tuple[np.ndarray, numerics.QuantParams, np.ndarray | None]:
     """The plan's decision for one weight, turned into (matrix to quantize, its scales, OCS channel
-    index or None) by numerics; OCS expands W [K, N] to W' [K + splits, N]."""
+    index or None) by numerics; OCS expands W [K, N] to W' [K + splits, N]. `importance` [K] (the
+    diagonal of the input moment): the ranges are searched on it (numerics/grid_search.py)."""
     common = dict(symmetric=t.symmetric, granularity=t.granularity, group_size=t.group_size)
     if t.granularity == "neuron-group":
         common.update(groups=t.groups, heads=t.heads)
@@ -44,6 +47,8 @@ def weight_grid(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.Quan
     else:
         fit = numerics.lq_params if method == "lq" else numerics.aciq_params
         matrix, params, index = w, fit(w, t.bits, **common), None
+    if importance is not None:
+        params = search_range(matrix, params, importance if index is None else importance[index])
     if t.kernel == "int8-two-level":  # the int8 GEMM runs group scales as channel scale x integer multiplier
         params = numerics.two_level_params(matrix, params)
     return matrix, params, index
@@ -113,7 +118,10 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) 
     q = numerics.quantize(matrix, params)
     errors = {}
     if observed is not None:
-        q, errors = _gptq(plan, t, w, matrix, params, q, index, act_split, observed)
+        grids = [params]
+        if plan.rounding.get("grid") == "search":
+            grids.append(weight_grid(w_in, t, _input_importance(plan, t, observed, act_split))[1])
+        q, params, errors = _gptq(plan, t, w, matrix, grids, q, index, act_split, observed)
     t.stats = {**_stats(matrix, q, params), **errors}
     qt = QuantizedTensor(t.name, q, params, index, bit_packed=t.storage == "bits")
     if t.kernel == "int8-two-level":
@@ -135,14 +143,12 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) 
     return qt
 
 
-def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, params, q_nearest, index, act_split, observed):
-    """GPTQ integers for `matrix` on the moments of the input it really reads, and the output errors
-    (nearest, then GPTQ) on the calibration inputs."""
+def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, grids, q_nearest, index, act_split, observed):
+    """GPTQ integers for `matrix` on the moments of the input it really reads, on whichever of `grids`
+    (the method's, then the searched one) gives the lower output error on the calibration inputs; that
+    grid, and the output errors (nearest on the method's grid, then GPTQ)."""
     r = plan.rounding
-    # the int8 kernels multiply 8-bit dynamic activations: round for X_q Q ~ X W (the quantizer runs on x
-    # itself, before an OCS weight gather; an activation split is quantized after the split: FP32 inputs)
-    aware = (r.get("inputs") == "quantized" and t.kernel in ("int8", "int8-two-level") and act_split is None
-             and plan.activations.mode == "dynamic")
+    aware = _quantized_inputs(plan, t, act_split)
     if aware:
         h, cross = observed.q_moment, observed.cross_moment
         if index is not None:
@@ -153,14 +159,38 @@ def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, params, q_nearest, index, a
         h = h if index is None else expand_moment(h, index)
         target = matrix
 
-    def error(q_):
+    def error(q_, params):
         w_hat = effective_weight(numerics.dequantize(q_, params), index, act_split)
         if aware:
             return output_error_quantized_inputs(w, w_hat, observed.moment, observed.q_moment, observed.cross_moment)
         return output_error(w, w_hat, observed.moment)
 
-    q = gptq_quantize(target, h, params, GPTQSettings(r["damp"], r["block"], r["act_order"]))
-    return q, {"out_err_nearest": error(q_nearest), "out_err": error(q), "gptq_inputs": "quantized" if aware else "fp32"}
+    settings = GPTQSettings(r["damp"], r["block"], r["act_order"])
+    tried = []
+    for params in grids:  # the first grid wins ties: a search that does not help changes nothing
+        q = gptq_quantize(target, h, params, settings)
+        tried.append((error(q, params), q, params))
+    best = min(range(len(tried)), key=lambda i: tried[i][0])
+    err, q, params = tried[best]
+    errors = {"out_err_nearest": error(q_nearest, grids[0]), "out_err": err, "gptq_inputs": "quantized" if aware else "fp32"}
+    if len(grids) > 1:
+        errors.update(grid="searched" if best else "method", out_err_method_grid=tried[0][0])
+    return q, params, errors
+
+
+def _quantized_inputs(plan: QuantPlan, t: TensorPlan, act_split) -> bool:
+    """Whether GPTQ rounds for the 8-bit dynamic inputs (X_q Q ~ X W): the int8 kernels' case. The quantizer
+    runs on x itself, before an OCS weight gather; an activation split is quantized after the split."""
+    return (plan.rounding.get("inputs") == "quantized" and t.kernel in ("int8", "int8-two-level")
+            and act_split is None and plan.activations.mode == "dynamic")
+
+
+def _input_importance(plan: QuantPlan, t: TensorPlan, observed, act_split) -> np.ndarray:
+    """diag(H) of the input rows of the weight before OCS expansion, for the moment GPTQ rounds on."""
+    if _quantized_inputs(plan, t, act_split):
+        return np.diag(observed.q_moment).astype(np.float64)
+    d = np.diag(observed.moment).astype(np.float64)
+    return d if act_split is None else d[act_split.index] * np.asarray(act_split.factor, np.float64) ** 2
 
 
 def effective_weight(w: np.ndarray, index: np.ndarray | None, act_split: numerics.ActivationSplit | None) -> np.ndarray:
