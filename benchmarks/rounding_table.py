@@ -55,11 +55,12 @@ OURS = (("LQ", {"method": "lq"}), ("ACIQ", {"method": "aciq"}), ("OCS+ACIQ", {"m
 # --methods names of the rows (OCS+act: OCS r = 0.02 that also splits the dynamic activations' outlier channels)
 ROW_METHOD = {"LQ": "lq", "ACIQ": "aciq", "OCS+ACIQ": "ocs", "OCS+act": "ocs-act"}
 # our rounding rows: gptq-seq is --rounding gptq --gptq-sequential; gptq-512 is --calib-samples 512;
-# gptq-search is --gptq-grid search (each weight also tries its ranges shrunk on diag(X^T X))
-ROUNDING_OPTIONS = {"nearest": {"rounding": "nearest"}, "gptq": {"rounding": "gptq"},
+# gptq-search is --gptq-grid search, the default (each weight also tries min-max ranges shrunk on diag(X^T X))
+FIXED = {"rounding": "gptq", "gptq_grid": "fixed"}  # the rows measured before the range search was the default
+ROUNDING_OPTIONS = {"nearest": {"rounding": "nearest"}, "gptq": FIXED,
                     "gptq-search": {"rounding": "gptq", "gptq_grid": "search"},
-                    "gptq-seq": {"rounding": "gptq", "gptq_sequential": True},
-                    "gptq-512": {"rounding": "gptq", "calib_samples": 512}}  # 4x the default calibration
+                    "gptq-seq": {**FIXED, "gptq_sequential": True},
+                    "gptq-512": {**FIXED, "calib_samples": 512}}  # 4x the default calibration
 ORT_ALGOS = ("DEFAULT", "RTN", "GPTQ", "HQQ", "k_quant")
 # the issue's targets: (model, row label, bits, granularity) -> (what, threshold)
 TARGETS = {
@@ -374,7 +375,10 @@ def markdown(report: dict) -> str:
              "splits the dynamic activations' outlier channels (--ocs-activations); `gptq` = `--rounding gptq` with its defaults "
              "(128 train examples in calibration order, a seeded shuffle of the split, extended to 8 tokens per input "
              "channel of the widest weight; damp 0.01, "
-             "act order, block 128), on the same grid as `nearest`; ORT GPTQ gets the same features. ORT rows: MatMulNBitsQuantizer, "
+             "act order, block 128), on the same grid as `nearest` (`--gptq-grid fixed`); `gptq-search`: the default "
+             "`--gptq-grid search` (each weight also rounded on min-max ranges shrunk per block to minimise the "
+             "diag(X^T X)-weighted error, the lower calibration output error kept); `gptq-seq`: `gptq` with "
+             "`--gptq-sequential`; ORT GPTQ gets the same features. ORT rows: MatMulNBitsQuantizer, "
              "block 32, symmetric, weight-only (FP32 activations and embeddings). `out err`: mean over the weights of "
              "||X(W - Ŵ)||² / ||XW||² on the calibration inputs. Every number is against the same model's FP32 export.", ""]
     for name, entry in report["models"].items():
@@ -392,7 +396,8 @@ def markdown(report: dict) -> str:
 @click.option("--ort/--no-ort", default=True, show_default=True, help="ORT MatMulNBitsQuantizer rows.")
 @click.option("--ort-bits", default=None, help="Bit widths of the ORT rows (default: --bits among 4, 2).")
 @click.option("--roundings", default="nearest,gptq", show_default=True,
-              help="Our roundings (rows): nearest, gptq, gptq-seq (GPTQ with --gptq-sequential).")
+              help="Our roundings (rows): nearest, gptq, gptq-search (--gptq-grid search), gptq-seq "
+                   "(--gptq-sequential), gptq-512 (--calib-samples 512).")
 @click.option("--granularities", default="channel,group", show_default=True, help="Our granularities (rows).")
 @click.option("--only-targets", is_flag=True, help="Only our (bits, granularity) cells that have a target for the model.")
 @click.option("--qbert/--no-qbert", default=True, show_default=True, help="Q-BERT avg 3 rows (committed Hessian).")

@@ -172,7 +172,8 @@ def test_gptq_grid_search_lowers_the_output_error_and_replays(stsb, tmp_path, kw
     from bert2onnxq.plan import QuantPlan
 
     fp32 = str(stsb["fp32"])
-    fixed = convert(fp32, tmp_path / "f.onnx", convert_options(rounding="gptq", **kw), calibrate=_calibrate(stsb))["plan"]
+    fixed = convert(fp32, tmp_path / "f.onnx", convert_options(rounding="gptq", gptq_grid="fixed", **kw),
+                    calibrate=_calibrate(stsb))["plan"]
     got = convert(fp32, tmp_path / "s.onnx", convert_options(rounding="gptq", gptq_grid="search", **kw),
                   calibrate=_calibrate(stsb), plan_out=tmp_path / "plan.json")["plan"]
     assert got.rounding["grid"] == "search" and fixed.rounding["grid"] == "fixed"
@@ -183,9 +184,10 @@ def test_gptq_grid_search_lowers_the_output_error_and_replays(stsb, tmp_path, kw
         assert b.stats["out_err_method_grid"] == pytest.approx(a.stats["out_err"], rel=1e-12), b.name
         assert b.stats["out_err"] <= b.stats["out_err_method_grid"], b.name
         assert (b.stats["out_err"] < b.stats["out_err_method_grid"]) == (b.stats["grid"] == "searched"), b.name
-        assert (b.stats["scale_mean"] < a.stats["scale_mean"]) == (b.stats["grid"] == "searched"), b.name
+        if kw["method"] == "lq":  # from LQ's own range the search only shrinks (a clipped method's may widen)
+            assert (b.stats["scale_mean"] < a.stats["scale_mean"]) == (b.stats["grid"] == "searched"), b.name
         chosen.append(b.stats["grid"])
-    print(kw, chosen.count("searched"), "of", len(chosen), "searched")
+    assert "searched" in chosen  # the search wins somewhere on every grid of this model
     again = convert(fp32, tmp_path / "again.onnx", plan=QuantPlan.load(tmp_path / "plan.json"), calibrate=_calibrate(stsb))
     b, c = onnx.load(str(tmp_path / "s.onnx")), onnx.load(str(tmp_path / "again.onnx"))
     assert [x.SerializeToString() for x in c.graph.initializer] == [x.SerializeToString() for x in b.graph.initializer]

@@ -157,9 +157,9 @@ SHARED_DATA = ("task", "data_dir", "calib_file", "hf_model")
     cloup.option("--gptq-sequential/--no-gptq-sequential", default=False, show_default=True,
                  help="gptq: measure each encoder layer's inputs on the model whose earlier layers are already "
                       "rounded (GPTQ's reference order; one calibration pass per layer)."),
-    cloup.option("--gptq-grid", type=click.Choice(["fixed", "search"]), default="fixed", show_default=True,
-                 help="gptq: round on the method's ranges (fixed), or also on each range shrunk to the factor that "
-                      "minimises its error weighted by diag(X^T X), keeping per weight the lower output error (search)."),
+    cloup.option("--gptq-grid", type=click.Choice(["fixed", "search"]), default="search", show_default=True,
+                 help="gptq, per weight: round on the method's ranges, and (search) also on the min-max ranges shrunk "
+                      "per block to minimise their error weighted by diag(X^T X); the lower output error is kept."),
     cloup.option("--gptq-tokens", type=click.IntRange(0), default=0, show_default=True,
                  help="gptq: calibrate on --calib-samples train examples, and more (same draw) until they hold this "
                       "many tokens (0: 8 per input channel of the widest weight, e.g. 12,288 for MiniLM's 1,536)."),

@@ -54,7 +54,7 @@ class ConvertOptions:
     gptq_tokens: int = 0  # gptq: calibrate on at least this many tokens (0: TOKENS_PER_INPUT x the widest input)
     gptq_inputs: str = "quantized"  # gptq, int8 kernels: round for the 8-bit inputs they see (quantized) or FP32 ones
     gptq_sequential: bool = False  # gptq: layer l's inputs from the model whose layers < l are already rounded
-    gptq_grid: str = "fixed"  # gptq: the method's ranges (fixed), or also each range shrunk on diag(H) (search)
+    gptq_grid: str = "search"  # gptq: the method's ranges only (fixed), or also min-max ranges shrunk on diag(H)
     pack_bits: bool = False  # 3/5/6/7-bit weights stored that many bits each (unpacked at load), not in INT4/INT8
 
     @property

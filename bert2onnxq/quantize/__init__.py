@@ -47,11 +47,16 @@ def weight_grid(w: np.ndarray, t: TensorPlan, importance: np.ndarray | None = No
     else:
         fit = numerics.lq_params if method == "lq" else numerics.aciq_params
         matrix, params, index = w, fit(w, t.bits, **common), None
-    if importance is not None:
-        params = search_range(matrix, params, importance if index is None else importance[index])
+    if importance is not None:  # from the unclipped range: a clipped method's own grid is the other candidate
+        base = params if method == "lq" else numerics.lq_params(matrix, t.bits, **_unclipped(common))
+        params = search_range(matrix, base, importance if index is None else importance[index])
     if t.kernel == "int8-two-level":  # the int8 GEMM runs group scales as channel scale x integer multiplier
         params = numerics.two_level_params(matrix, params)
     return matrix, params, index
+
+
+def _unclipped(common: dict) -> dict:
+    return {k: v for k, v in common.items() if k != "distribution"}
 
 
 def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict | None = None,
