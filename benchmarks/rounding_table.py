@@ -54,13 +54,15 @@ OURS = (("LQ", {"method": "lq"}), ("ACIQ", {"method": "aciq"}), ("OCS+ACIQ", {"m
         ("OCS+act", {"method": "ocs", "ocs_activations": True}))
 # --methods names of the rows (OCS+act: OCS r = 0.02 that also splits the dynamic activations' outlier channels)
 ROW_METHOD = {"LQ": "lq", "ACIQ": "aciq", "OCS+ACIQ": "ocs", "OCS+act": "ocs-act"}
-# our rounding rows: gptq-seq is --rounding gptq --gptq-sequential; gptq-512 is --calib-samples 512;
+# our rounding rows: gptq-seq is --rounding gptq --gptq-sequential; gptq-512 is --calib-samples 512 (4x the default);
 # gptq-search is --gptq-grid search, the default (each weight also tries min-max ranges shrunk on diag(X^T X))
 FIXED = {"rounding": "gptq", "gptq_grid": "fixed"}  # the rows measured before the range search was the default
 ROUNDING_OPTIONS = {"nearest": {"rounding": "nearest"}, "gptq": FIXED,
                     "gptq-search": {"rounding": "gptq", "gptq_grid": "search"},
                     "gptq-seq": {**FIXED, "gptq_sequential": True},
-                    "gptq-512": {**FIXED, "calib_samples": 512}}  # 4x the default calibration
+                    "gptq-512": {**FIXED, "calib_samples": 512},
+                    "gptq-search-512": {"rounding": "gptq", "gptq_grid": "search", "calib_samples": 512},
+                    "gptq-search-seq": {"rounding": "gptq", "gptq_grid": "search", "gptq_sequential": True}}
 ORT_ALGOS = ("DEFAULT", "RTN", "GPTQ", "HQQ", "k_quant")
 # the issue's targets: (model, row label, bits, granularity) -> (what, threshold)
 TARGETS = {
@@ -396,8 +398,9 @@ def markdown(report: dict) -> str:
 @click.option("--ort/--no-ort", default=True, show_default=True, help="ORT MatMulNBitsQuantizer rows.")
 @click.option("--ort-bits", default=None, help="Bit widths of the ORT rows (default: --bits among 4, 2).")
 @click.option("--roundings", default="nearest,gptq", show_default=True,
-              help="Our roundings (rows): nearest, gptq, gptq-search (--gptq-grid search), gptq-seq "
-                   "(--gptq-sequential), gptq-512 (--calib-samples 512).")
+              help="Our roundings (rows): nearest, gptq (--gptq-grid fixed), gptq-search (the default "
+                   "--gptq-grid search), gptq-seq (gptq --gptq-sequential), gptq-512 (gptq --calib-samples 512), "
+                   "gptq-search-512, gptq-search-seq.")
 @click.option("--granularities", default="channel,group", show_default=True, help="Our granularities (rows).")
 @click.option("--only-targets", is_flag=True, help="Only our (bits, granularity) cells that have a target for the model.")
 @click.option("--qbert/--no-qbert", default=True, show_default=True, help="Q-BERT avg 3 rows (committed Hessian).")
