@@ -105,7 +105,8 @@ def main(models, method, bits, rounds, shared, work_dir, json_path, md_path):
             "# GPTQ cost", "", f"Generated {meta['date']} on {meta['machine']} ({os.cpu_count()} CPUs), onnxruntime "
             f"{meta['onnxruntime']}, bert2onnxq commit {meta.get('git_commit', '?')}.", "",
             "Command: `" + report["command"] + "`", "",
-            "Convert wall time from the FP32 export (calibration: the first 128 train examples extended to 8 tokens "
+            "Convert wall time from the FP32 export with the default `--rounding gptq` (the range search, two GPTQ "
+            "passes per weight; calibration: 128 train examples of a seeded shuffle, extended to 8 tokens "
             "per input channel of the widest weight; SQuAD: dev-v1.1-train36), and the latency ratio of the two "
             "files (interleaved rounds, batch 1, sequence 128, 1 thread).", "", *md_table(header, cells, left=3), ""]))
 

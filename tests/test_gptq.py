@@ -237,8 +237,9 @@ def test_cli_rounding_gptq(stsb, tmp_path):
     assert r["plan"]["rounding"]["method"] == "gptq" and r["plan"]["rounding"]["samples"] == 32
     encoder = [w for w in r["weights"] if w["layer"] is not None]
     assert encoder and all(w["rounding"] == "gptq" and w["out_err"] < w["out_err_nearest"] for w in encoder)
+    assert r["plan"]["rounding"]["grid"] == "search" and {w["grid"] for w in encoder} <= {"method", "searched"}
     text = run_cli("inspect", str(out), "--no-runtime").stdout
-    assert "rounding gptq: 32 calibration samples" in text and "->" in text
+    assert "rounding gptq: 32 calibration samples" in text and "->" in text and "grid search" in text
     # the command line replays a GPTQ plan (it once re-decided from the default options instead)
     (tmp_path / "g.plan.json").write_text(run_cli("inspect", str(out), "--plan").stdout)
     again = tmp_path / "again.onnx"
