@@ -94,7 +94,7 @@ def inspect_model(path: Path, runtime: bool = True, device: str = "cpu", config:
                "rounding": (plan.rounding.get("method", "nearest") if t.layer is not None else "nearest") if t else None,
                "out_err_nearest": t.stats.get("out_err_nearest") if t else None,
                "out_err": t.stats.get("out_err") if t else None,
-               "grid": t.stats.get("grid") if t else None,  # gptq range search: which grid won (method | searched | mixed: per column)
+               "grid": t.stats.get("grid") if t else None,  # gptq range search: which grid won (method | searched)
                "bytes": sum(_nbytes(i) for i in members)}
         row["ideal_bytes"] = t.ideal_bytes() if t else row["bytes"]
         rows.append(row)

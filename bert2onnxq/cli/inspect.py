@@ -68,7 +68,7 @@ def print_inspection(r: dict) -> None:
             out.print(f"  rounding {rounding['method']}: {rounding.get('samples')} calibration samples "
                       f"({rounding.get('tokens')} tokens; {rounding.get('draw', 'first rows of the train file')}), damp {rounding.get('damp')}, block {rounding.get('block')}, "
                       f"act order {rounding.get('act_order')}, grid {rounding.get('grid', 'fixed')}; out err = ||X(W - Q)||^2 / ||XW||^2, nearest -> {rounding['method']} "
-                      "(s / m: all / some columns on the searched ranges)")
+                      "(s: on the searched ranges)")
     else:
         out.print("plan: none in the metadata (not written by bert2onnxq convert)")
     errors = any(w.get("out_err") is not None for w in r["weights"])
@@ -82,7 +82,7 @@ def print_inspection(r: dict) -> None:
                  w["container"], w["granularity"], str(w["group_size"] or "-"), ocs, w["kernel"] or "-",
                  f"{w['bytes'] / 1024:.0f}", f"{w['bytes'] / w['ideal_bytes']:.3f}" if w["ideal_bytes"] else "-"]
         if errors:
-            cells.append(f"{w['out_err_nearest']:.4f} -> {w['out_err']:.4f}" + {"searched": " s", "mixed": " m"}.get(w.get("grid"), "")
+            cells.append(f"{w['out_err_nearest']:.4f} -> {w['out_err']:.4f}" + (" s" if w.get("grid") == "searched" else "")
                          if w.get("out_err") is not None else "-")
         table.add_row(*cells)
     out.print(table)

@@ -125,19 +125,6 @@ def output_error_quantized_inputs(w: np.ndarray, w_hat: np.ndarray, h: np.ndarra
     return max(err, 0.0) / ref if ref > 0 else 0.0
 
 
-def column_errors(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray, hq: np.ndarray | None = None,
-                  cross: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Per output column n, ||X (W - W_hat)[:, n]||^2 (given hq and cross: ||X W[:, n] - X_q W_hat[:, n]||^2),
-    and ||X W||^2: the output errors above, before they are summed over the columns."""
-    w, w_hat, h = (np.asarray(a, np.float64) for a in (w, w_hat, h))
-    ref = np.sum(w * (h @ w), axis=0)
-    if hq is None:
-        d = w - w_hat
-        return np.sum(d * (h @ d), axis=0), float(ref.sum())
-    err = ref - 2 * np.sum(w_hat * (np.asarray(cross, np.float64) @ w), axis=0) + np.sum(w_hat * (hq @ w_hat), axis=0)
-    return np.maximum(err, 0.0), float(ref.sum())
-
-
 def expand_moment(h: np.ndarray, index: np.ndarray, factor: np.ndarray | None = None) -> np.ndarray:
     """The second moment of x' = x[..., index] * factor from that of x: D H[index][:, index] D.
     OCS duplicates channels (weight splits: W' reads x[index]; activation splits scale them too)."""

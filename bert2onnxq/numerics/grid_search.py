@@ -64,24 +64,3 @@ def search_range(w: np.ndarray, params: QuantParams, importance: np.ndarray, shr
         a, b = getattr(params, name), getattr(shrunk, name)
         return None if a is None else np.where(kept, a, b).astype(np.asarray(a).dtype)
     return replace(shrunk, **{f: pick(f) for f in ("scale", "zero_point", "clip", "lo", "hi")})
-
-
-def mix_columns(a: QuantParams, b: QuantParams, take_b: np.ndarray) -> QuantParams:
-    """The grid whose output column n is b's where take_b[n], else a's: two grids of one [K, N] weight with
-    the same layout. GPTQ's update of a column uses only that column's errors, so the integers of the two
-    runs mix the same way. A neuron group (or a per-tensor grid) must be taken whole."""
-    take_b = np.asarray(take_b, bool)
-    if a.granularity != b.granularity or np.shape(a.scale) != np.shape(b.scale):
-        raise ValueError("both grids must have the same layout")
-    if a.granularity == "tensor":
-        if take_b.any() and not take_b.all():
-            raise ValueError("a per-tensor grid is taken whole")
-        return b if take_b.all() else a
-    if a.column_groups is not None and any(np.unique(take_b[a.column_groups == g]).size > 1
-                                           for g in np.unique(a.column_groups)):
-        raise ValueError("a neuron group is taken whole")
-
-    def pick(name):
-        x, y = getattr(a, name), getattr(b, name)
-        return None if x is None else np.where(take_b, y, x).astype(np.asarray(x).dtype)  # last axis: columns
-    return replace(a, **{f: pick(f) for f in ("scale", "zero_point", "clip", "lo", "hi", "channel_scale", "multiplier")})

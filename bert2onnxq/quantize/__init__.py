@@ -18,12 +18,13 @@ from ..analyse.activations import activation_readers, activation_split
 from ..errors import BadInput
 from ..numerics.gptq import (
     GPTQSettings,
-    column_errors,
     expand_moment,
     gptq_quantize,
     input_aware_target,
+    output_error,
+    output_error_quantized_inputs,
 )
-from ..numerics.grid_search import mix_columns, search_range
+from ..numerics.grid_search import search_range
 from ..onnx_io import weight_array
 from ..plan import QuantPlan, TensorPlan
 from .tensor import QuantizedTensor
@@ -148,9 +149,9 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) 
 
 
 def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, grids, q_nearest, index, act_split, observed):
-    """GPTQ integers for `matrix` on the moments of the input it really reads, on `grids` (the method's,
-    then the searched one) column by column, whichever gives the lower output error on the calibration
-    inputs; that grid, and the output errors (nearest on the method's grid, then GPTQ)."""
+    """GPTQ integers for `matrix` on the moments of the input it really reads, on whichever of `grids`
+    (the method's, then the searched one) gives the lower output error on the calibration inputs; that
+    grid, and the output errors (nearest on the method's grid, then GPTQ)."""
     r = plan.rounding
     aware = _quantized_inputs(plan, t, act_split)
     if aware:
@@ -163,40 +164,23 @@ def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, grids, q_nearest, index, ac
         h = h if index is None else expand_moment(h, index)
         target = matrix
 
-    def column_error(q_, params):  # per output column of W, and ||XW||^2
+    def error(q_, params):
         w_hat = effective_weight(numerics.dequantize(q_, params), index, act_split)
         if aware:
-            return column_errors(w, w_hat, observed.moment, observed.q_moment, observed.cross_moment)
-        return column_errors(w, w_hat, observed.moment)
-
-    def error(q_, params):
-        cols, ref = column_error(q_, params)
-        return float(cols.sum()) / ref if ref > 0 else 0.0
+            return output_error_quantized_inputs(w, w_hat, observed.moment, observed.q_moment, observed.cross_moment)
+        return output_error(w, w_hat, observed.moment)
 
     settings = GPTQSettings(r["damp"], r["block"], r["act_order"])
-    q, params = gptq_quantize(target, h, grids[0], settings), grids[0]
-    errors = {"out_err_nearest": error(q_nearest, grids[0]), "gptq_inputs": "quantized" if aware else "fp32"}
-    if len(grids) > 1:  # per output column (neuron group, tensor), the grid with the lower output error
-        errors["out_err_method_grid"] = error(q, params)
-        q_s = gptq_quantize(target, h, grids[1], settings)
-        take = _units_better(column_error(q_s, grids[1])[0], column_error(q, params)[0], params)
-        q, params = np.where(take, q_s, q), mix_columns(params, grids[1], take)
-        share = float(np.mean(take))
-        errors.update(grid="searched" if share == 1 else "method" if share == 0 else "mixed", grid_searched_columns=share)
-    errors["out_err"] = error(q, params)
+    tried = []
+    for params in grids:  # the first grid wins ties: a search that does not help changes nothing
+        q = gptq_quantize(target, h, params, settings)
+        tried.append((error(q, params), q, params))
+    best = min(range(len(tried)), key=lambda i: tried[i][0])
+    err, q, params = tried[best]
+    errors = {"out_err_nearest": error(q_nearest, grids[0]), "out_err": err, "gptq_inputs": "quantized" if aware else "fp32"}
+    if len(grids) > 1:
+        errors.update(grid="searched" if best else "method", out_err_method_grid=tried[0][0])
     return q, params, errors
-
-
-def _units_better(err_b: np.ndarray, err_a: np.ndarray, params: numerics.QuantParams) -> np.ndarray:
-    """Per output column: whether b's error is lower, decided over the columns that share one range
-    (a neuron group, or all of a per-tensor grid); ties keep a."""
-    if params.granularity == "tensor":
-        return np.full(err_a.shape, err_b.sum() < err_a.sum())
-    if params.column_groups is not None:
-        g = params.column_groups
-        n = int(g.max()) + 1
-        return (np.bincount(g, err_b, n) < np.bincount(g, err_a, n))[g]
-    return err_b < err_a
 
 
 def _quantized_inputs(plan: QuantPlan, t: TensorPlan, act_split) -> bool:
