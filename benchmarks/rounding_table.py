@@ -57,12 +57,11 @@ ROW_METHOD = {"LQ": "lq", "ACIQ": "aciq", "OCS+ACIQ": "ocs", "OCS+act": "ocs-act
 # our rounding rows: gptq-seq is --rounding gptq --gptq-sequential; gptq-512 is --calib-samples 512 (4x the default);
 # gptq-search is --gptq-grid search, the default (each weight also tries min-max ranges shrunk on diag(X^T X))
 FIXED = {"rounding": "gptq", "gptq_grid": "fixed"}  # the rows measured before the range search was the default
-ROUNDING_OPTIONS = {"nearest": {"rounding": "nearest"}, "gptq": FIXED,
-                    "gptq-search": {"rounding": "gptq", "gptq_grid": "search"},
-                    "gptq-seq": {**FIXED, "gptq_sequential": True},
-                    "gptq-512": {**FIXED, "calib_samples": 512},
-                    "gptq-search-512": {"rounding": "gptq", "gptq_grid": "search", "calib_samples": 512},
-                    "gptq-search-seq": {"rounding": "gptq", "gptq_grid": "search", "gptq_sequential": True}}
+SEARCH = {"rounding": "gptq", "gptq_grid": "search"}
+ROUNDING_OPTIONS = {"nearest": {"rounding": "nearest"}, "gptq": FIXED, "gptq-search": SEARCH,
+                    "gptq-seq": {**FIXED, "gptq_sequential": True}, "gptq-512": {**FIXED, "calib_samples": 512},
+                    "gptq-search-512": {**SEARCH, "calib_samples": 512},
+                    "gptq-search-seq": {**SEARCH, "gptq_sequential": True}}
 ORT_ALGOS = ("DEFAULT", "RTN", "GPTQ", "HQQ", "k_quant")
 # the issue's targets: (model, row label, bits, granularity) -> (what, threshold)
 TARGETS = {

@@ -30,33 +30,45 @@ from ..plan import QuantPlan, TensorPlan
 from .tensor import QuantizedTensor
 
 
-def weight_grid(w: np.ndarray, t: TensorPlan, importance: np.ndarray | None = None
-                ) -> tuple[np.ndarray, numerics.QuantParams, np.ndarray | None]:
+def weight_grid(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.QuantParams, np.ndarray | None]:
     """The plan's decision for one weight, turned into (matrix to quantize, its scales, OCS channel
-    index or None) by numerics; OCS expands W [K, N] to W' [K + splits, N]. `importance` [K] (the
-    diagonal of the input moment): the ranges are searched on it (numerics/grid_search.py)."""
+    index or None) by numerics; OCS expands W [K, N] to W' [K + splits, N]."""
+    matrix, params, index = _method_grid(w, t)
+    return matrix, _kernel_form(matrix, params, t), index
+
+
+def _grid_options(t: TensorPlan) -> dict:
     common = dict(symmetric=t.symmetric, granularity=t.granularity, group_size=t.group_size)
     if t.granularity == "neuron-group":
         common.update(groups=t.groups, heads=t.heads)
+    return common
+
+
+def _method_grid(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.QuantParams, np.ndarray | None]:
+    """weight_grid before the kernel's form of the scales."""
+    common = _grid_options(t)
     method = "lq" if t.clip == "none" else "aciq"
     if method == "aciq":
         common["distribution"] = t.clip.removeprefix("aciq-")
     if t.ocs_ratio:
         split, params = numerics.ocs_params(w, t.ocs_ratio, t.bits, method=method, grid=t.ocs_grid_aware, **common)
-        matrix, index = split.weight, split.index
-    else:
-        fit = numerics.lq_params if method == "lq" else numerics.aciq_params
-        matrix, params, index = w, fit(w, t.bits, **common), None
-    if importance is not None:  # from the unclipped range: a clipped method's own grid is the other candidate
-        base = params if method == "lq" else numerics.lq_params(matrix, t.bits, **_unclipped(common))
-        params = search_range(matrix, base, importance if index is None else importance[index])
+        return split.weight, params, split.index
+    fit = numerics.lq_params if method == "lq" else numerics.aciq_params
+    return w, fit(w, t.bits, **common), None
+
+
+def _searched_grid(matrix: np.ndarray, params: numerics.QuantParams, t: TensorPlan,
+                   importance: np.ndarray) -> numerics.QuantParams:
+    """The ranges of `matrix` searched on `importance` (numerics/grid_search.py), from the method's grid
+    `params` when unclipped, else from the min-max range (the clipped grid is the other candidate)."""
+    base = params if t.clip == "none" else numerics.lq_params(matrix, t.bits, **_grid_options(t))
+    return _kernel_form(matrix, search_range(matrix, base, importance), t)
+
+
+def _kernel_form(matrix: np.ndarray, params: numerics.QuantParams, t: TensorPlan) -> numerics.QuantParams:
     if t.kernel == "int8-two-level":  # the int8 GEMM runs group scales as channel scale x integer multiplier
-        params = numerics.two_level_params(matrix, params)
-    return matrix, params, index
-
-
-def _unclipped(common: dict) -> dict:
-    return {k: v for k, v in common.items() if k != "distribution"}
+        return numerics.two_level_params(matrix, params)
+    return params
 
 
 def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict | None = None,
@@ -119,14 +131,12 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) 
     w = weight_array(model, t.name)
     act_split = activation_split(plan, t)
     w_in = w if act_split is None else w[act_split.index]  # rows duplicated unchanged for x' = x[idx] * f
-    matrix, params, index = weight_grid(w_in, t)
+    matrix, method_params, index = _method_grid(w_in, t)
+    params = _kernel_form(matrix, method_params, t)
     q = numerics.quantize(matrix, params)
     errors = {}
     if observed is not None:
-        grids = [params]
-        if plan.rounding.get("grid") == "search":
-            grids.append(weight_grid(w_in, t, _input_importance(plan, t, observed, act_split))[1])
-        q, params, errors = _gptq(plan, t, w, matrix, grids, q, index, act_split, observed)
+        q, params, errors = _gptq(plan, t, w, matrix, (params, method_params), q, index, act_split, observed)
     t.stats = {**_stats(matrix, q, params), **errors}
     qt = QuantizedTensor(t.name, q, params, index, bit_packed=t.storage == "bits")
     if t.kernel == "int8-two-level":
@@ -148,10 +158,11 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) 
     return qt
 
 
-def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, grids, q_nearest, index, act_split, observed):
-    """GPTQ integers for `matrix` on the moments of the input it really reads, on whichever of `grids`
-    (the method's, then the searched one) gives the lower output error on the calibration inputs; that
-    grid, and the output errors (nearest on the method's grid, then GPTQ)."""
+def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, method_grid, q_nearest, index, act_split, observed):
+    """GPTQ integers for `matrix` on the moments of the input it really reads, on the method's grid or
+    (rounding grid "search") the searched one, whichever gives the lower output error on the calibration
+    inputs; that grid, and the output errors (nearest on the method's grid, then GPTQ). `method_grid`:
+    the method's params in the kernel's form, and before it."""
     r = plan.rounding
     aware = _quantized_inputs(plan, t, act_split)
     if aware:
@@ -163,6 +174,9 @@ def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, grids, q_nearest, index, ac
         h = observed.moment if act_split is None else expand_moment(observed.moment, act_split.index, act_split.factor)
         h = h if index is None else expand_moment(h, index)
         target = matrix
+    grids = [method_grid[0]]
+    if r.get("grid") == "search":  # diag(H) of the rows of `matrix` (OCS-expanded, activation-split)
+        grids.append(_searched_grid(matrix, method_grid[1], t, np.diag(h)))
 
     def error(q_, params):
         w_hat = effective_weight(numerics.dequantize(q_, params), index, act_split)
@@ -188,14 +202,6 @@ def _quantized_inputs(plan: QuantPlan, t: TensorPlan, act_split) -> bool:
     runs on x itself, before an OCS weight gather; an activation split is quantized after the split."""
     return (plan.rounding.get("inputs") == "quantized" and t.kernel in ("int8", "int8-two-level")
             and act_split is None and plan.activations.mode == "dynamic")
-
-
-def _input_importance(plan: QuantPlan, t: TensorPlan, observed, act_split) -> np.ndarray:
-    """diag(H) of the input rows of the weight before OCS expansion, for the moment GPTQ rounds on."""
-    if _quantized_inputs(plan, t, act_split):
-        return np.diag(observed.q_moment).astype(np.float64)
-    d = np.diag(observed.moment).astype(np.float64)
-    return d if act_split is None else d[act_split.index] * np.asarray(act_split.factor, np.float64) ** 2
 
 
 def effective_weight(w: np.ndarray, index: np.ndarray | None, act_split: numerics.ActivationSplit | None) -> np.ndarray:
