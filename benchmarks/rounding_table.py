@@ -62,6 +62,7 @@ ROUNDING_OPTIONS = {"nearest": {"rounding": "nearest"}, "gptq": FIXED, "gptq-sea
                     "gptq-seq": {**FIXED, "gptq_sequential": True}, "gptq-512": {**FIXED, "calib_samples": 512},
                     "gptq-search-512": {**SEARCH, "calib_samples": 512},
                     "gptq-search-seq": {**SEARCH, "gptq_sequential": True}}
+QBERT_LABELS = {"rank": "Q-BERT avg 3", "hawq": "Q-BERT avg 3 hawq"}  # --allocation
 ORT_ALGOS = ("DEFAULT", "RTN", "GPTQ", "HQQ", "k_quant")
 # the issue's targets: (model, row label, bits, granularity) -> (what, threshold)
 TARGETS = {
@@ -81,7 +82,8 @@ def calibration(shared: Path, task: str) -> dict:
 
 def ours_rows(bits: list[int], qbert: bool, methods: tuple[str, ...] = ("lq", "aciq", "ocs", "ocs-act"),
               cells: set | None = None, roundings: tuple[str, ...] = ("nearest", "gptq"),
-              granularities: tuple[str, ...] = ("channel", "group")) -> list[dict]:
+              granularities: tuple[str, ...] = ("channel", "group"),
+              allocations: tuple[str, ...] = ("rank",)) -> list[dict]:
     """Our rows; `cells` {(bits, granularity)} keeps only those cells."""
     rows = []
     for b in bits:
@@ -98,9 +100,10 @@ def ours_rows(bits: list[int], qbert: bool, methods: tuple[str, ...] = ("lq", "a
                     rows.append({"kind": "ours", "label": label, "bits": b, "granularity": gran,
                                  "rounding": rounding, "options": opts})
     if qbert:
-        for rounding in roundings:
-            rows.append({"kind": "qbert", "label": "Q-BERT avg 3", "bits": 3, "granularity": "neuron-group",
-                         "rounding": rounding})
+        for allocation in allocations:
+            for rounding in roundings:
+                rows.append({"kind": "qbert", "label": QBERT_LABELS[allocation], "bits": 3,
+                             "granularity": "neuron-group", "rounding": rounding, "allocation": allocation})
     return rows
 
 
@@ -127,7 +130,8 @@ def convert_ours(row: dict, fp32: Path, path: Path, task: str, calib: dict, hess
                                    data_dir=calib.get("data_dir"), data_file=calib.get("calib_file"))
 
     if row["kind"] == "qbert":
-        options = replace(qbert_convert_options(QBertOptions(hessian=hessian, avg_bits=3.0, bit_choices=(2, 3, 4))),
+        options = replace(qbert_convert_options(QBertOptions(hessian=hessian, avg_bits=3.0, bit_choices=(2, 3, 4),
+                                                        allocation=row.get("allocation", "rank"))),
                           **ROUNDING_OPTIONS[row["rounding"]])
     else:
         options = convert_options(**row["options"])
@@ -233,7 +237,7 @@ def _count(path: Path, op: str) -> int:
 def bench_model(name: str, shared: Path, work_root: Path, bits: list[int], ort: bool, qbert: bool,
                 squad_limit: int | None, methods: tuple[str, ...], only_targets: bool = False,
                 ort_bits: list[int] | None = None, roundings: tuple[str, ...] = ("nearest", "gptq"),
-                granularities: tuple[str, ...] = ("channel", "group")) -> dict:
+                granularities: tuple[str, ...] = ("channel", "group"), allocations: tuple[str, ...] = ("rank",)) -> dict:
     task = MODELS[name]
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
     limit = squad_limit if task == "squad" else None
@@ -248,7 +252,7 @@ def bench_model(name: str, shared: Path, work_root: Path, bits: list[int], ort: 
              "calibration_data": str(next(iter(calib.values())))}
     start = time.perf_counter()
     cells = {(b, g) for (m, _, b, g) in TARGETS if m == name} if only_targets else None
-    rows = ours_rows(bits, qbert, methods, cells, roundings, granularities) + (ort_rows(ort_bits or bits) if ort else [])
+    rows = ours_rows(bits, qbert, methods, cells, roundings, granularities, allocations) + (ort_rows(ort_bits or bits) if ort else [])
     feeds = calibration_feeds(fp32, task, calib) if ort else []
     with reference_cache(fp32, True):
         ref, _ = run_validate(fp32, task, None, data, limit)
@@ -299,7 +303,7 @@ def checks(entry: dict) -> list[dict]:
         if model != entry["model"]:
             continue
         rows = [r for r in entry["rows"] if r["kind"] != "ort" and "metrics" in r and r["bits"] == bits
-                and r["granularity"] == gran and (label == r["label"] or label != "Q-BERT avg 3")]
+                and r["granularity"] == gran and (r["label"].startswith(label) or label != "Q-BERT avg 3")]
         if not rows:
             continue
 
@@ -403,6 +407,8 @@ def markdown(report: dict) -> str:
 @click.option("--granularities", default="channel,group", show_default=True, help="Our granularities (rows).")
 @click.option("--only-targets", is_flag=True, help="Only our (bits, granularity) cells that have a target for the model.")
 @click.option("--qbert/--no-qbert", default=True, show_default=True, help="Q-BERT avg 3 rows (committed Hessian).")
+@click.option("--qbert-allocations", default="rank", show_default=True,
+              help="Q-BERT's --allocation per row set: rank, hawq (labelled 'Q-BERT avg 3 hawq').")
 @click.option("--squad-limit", type=click.IntRange(1), default=None, help="Only the first N SQuAD questions.")
 @click.option("--shared", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_SHARED, show_default=True)
 @click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("/tmp/bert2onnxq-bench"),
@@ -411,7 +417,8 @@ def markdown(report: dict) -> str:
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--append", is_flag=True,
               help="Merge into an existing --json file: other models and this model's other rows are kept.")
-def main(models, bits, methods, ort, ort_bits, roundings, granularities, only_targets, qbert, squad_limit, shared, work_dir, json_path, md_path, append):
+def main(models, bits, methods, ort, ort_bits, roundings, granularities, only_targets, qbert, qbert_allocations, squad_limit, shared, work_dir, json_path,
+         md_path, append):
     """Nearest vs GPTQ rounding for every method, beside ORT's MatMulNBitsQuantizer algorithms."""
     import logging
 
@@ -430,7 +437,8 @@ def main(models, bits, methods, ort, ort_bits, roundings, granularities, only_ta
         entry = bench_model(name, shared, work_dir, bit_list, ort, qbert, squad_limit,
                             tuple(m.strip() for m in methods.split(",") if m.strip()), only_targets,
                             [int(b) for b in ort_bits.split(",")] if ort_bits else None,
-                            tuple(roundings.split(",")), tuple(granularities.split(",")))
+                            tuple(roundings.split(",")), tuple(granularities.split(",")),
+                            tuple(qbert_allocations.split(",")))
         entry["command"] = report["command"]
         old = report["models"].get(name)
         if old:  # --append: this run's rows replace the same rows of the earlier run, the others stay

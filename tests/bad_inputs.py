@@ -40,6 +40,8 @@ CASES = [
      "convert --model {cls} --bits 4 --group-size 64 -o {tmp}/q.onnx", 2, "--group-size applies only with --granularity group"),
     ("convert-gptq-option-on-nearest", "a GPTQ option without --rounding gptq",
      "convert --model {cls} --bits 4 --gptq-damp 0.1 -o {tmp}/q.onnx", 2, "--gptq-damp applies only with --rounding gptq"),
+    ("convert-allocation-with-mix", "--allocation hawq with --mix (a fixed mix has no budget to spend)",
+     "convert --model {cls} --method qbert --mix 2/3 --allocation hawq -o {tmp}/q.onnx", 2, "--mix fixes the bits"),
     ("convert-gptq-grid-on-nearest", "--gptq-grid search without --rounding gptq (the search needs its inputs)",
      "convert --model {cls} --bits 3 --gptq-grid search -o {tmp}/q.onnx", 2, "--gptq-grid applies only with --rounding gptq"),
     ("convert-finetune-no-task", "--finetune without --task", "convert --model {named} --bits 4 --finetune -o {tmp}/q.onnx",

@@ -204,6 +204,29 @@ def test_allocate_bits_uneven_steps_and_sizes():
         allocation.allocate_bits([1.0, 2.0], 1.5, (2, 3))
 
 
+
+def test_allocate_bits_min_cost_is_the_exact_minimum():
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        n = int(rng.integers(1, 7))
+        choices = sorted(rng.choice([2, 3, 4, 5, 8], size=int(rng.integers(2, 4)), replace=False).tolist())
+        costs = [{b: float(rng.exponential()) * 4.0 ** -b for b in choices} for _ in range(n)]
+        sizes = [int(s) for s in rng.integers(1, 5, size=n)]
+        avg = float(rng.uniform(choices[0], choices[-1]))
+        bits = allocation.allocate_bits_min_cost(costs, avg, sizes)
+        assert np.dot(bits, sizes) <= avg * sum(sizes) + 1e-9
+        best = min(sum(c[b] for c, b in zip(costs, assign)) for assign in itertools.product(choices, repeat=n)
+                   if np.dot(assign, sizes) <= avg * sum(sizes) + 1e-9)
+        assert sum(c[b] for c, b in zip(costs, bits)) == pytest.approx(best, rel=1e-12)
+    # Omega x 4^-b (a b-bit grid's error variance): the top layer's 4th bit is worth less than a 3rd bit
+    # on the others, so the rank rule's 4,4,4,2,2,2 gives way to
+    omegas = [307.5, 502.5, 410.4, 205.9, 188.0, 27.5]
+    costs = [{b: o * 4.0 ** -b for b in (2, 3, 4)} for o in omegas]
+    assert allocation.allocate_bits_min_cost(costs, 3.0) == [3, 4, 3, 3, 3, 2]
+    assert allocation.allocate_bits(omegas, 3.0, (2, 3, 4)) == [4, 4, 4, 2, 2, 2]
+    with pytest.raises(BadInput, match="below the smallest"):
+        allocation.allocate_bits_min_cost([{2: 1.0, 3: 0.5}], 1.5)
+
 def test_fixed_mix_and_reverse():
     omegas = [5.0, 9.0, 1.0, 3.0, 7.0, 2.0]
     mix = allocation.fixed_mix(omegas, 2, 3)

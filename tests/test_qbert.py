@@ -59,6 +59,43 @@ def test_qbert_plan_records_hessian_and_bits(qbert_converted):
     assert QuantPlan.from_json(meta["bert2onnxq.plan"]).analysis == json.loads(plan.to_json())["analysis"]
 
 
+
+@needs_stsb
+def test_qbert_hawq_allocation_minimises_omega_weighted_error(qbert_converted, tiny_onnx, tmp_path):
+    import itertools
+
+    from bert2onnxq import numerics
+    from bert2onnxq.onnx_io import load_ir, weight_array
+
+    root, summary, _ = qbert_converted
+    hessian = summary["plan"].analysis["hessian"]
+    options = _qbert(hessian=hessian, allocation="hawq", avg_bits=2.5, bit_choices=(2, 3, 4))
+    plan = convert(str(tiny_onnx["regression"]), tmp_path / "h.onnx", options)["plan"]
+    alloc = plan.analysis["allocation"]
+    assert "HAWQ" in alloc["rule"]
+    model = load_ir(str(tiny_onnx["regression"]))
+    sse = {b["layer"]: {int(k): v for k, v in b["weight_sse"].items()} for b in alloc["bits"]}
+    for layer, by_bits in sse.items():  # recorded error = nearest rounding on that layer's grid, recomputed here
+        assert by_bits[2] > by_bits[3] > by_bits[4] > 0
+    layer0 = [t for t in plan.weights if t.layer == 0]
+    assert {t.clip for t in layer0} == {"none"}
+    for b in (2, 3, 4):  # recomputed from numerics: each weight's (unclipped) neuron-group grid at b bits
+        total = 0.0
+        for t in layer0:
+            w = weight_array(model, t.name)
+            params = numerics.lq_params(w, b, symmetric=False, granularity="neuron-group", groups=t.groups,
+                                        heads=t.heads)
+            total += float(np.sum((w - numerics.dequantize(numerics.quantize(w, params), params)) ** 2))
+        assert sse[0][b] == pytest.approx(total, rel=1e-9)
+    omega = {layer["layer"]: layer["omega"] for layer in hessian["layers"]}
+    chosen = {b["layer"]: b["bits"] for b in alloc["bits"]}
+    best = min(itertools.product((2, 3, 4), repeat=2), key=lambda bb: sum(omega[i] * sse[i][b] for i, b in enumerate(bb))
+               if sum(bb) <= 5 else np.inf)
+    assert tuple(chosen[i] for i in (0, 1)) == best and sum(best) <= 5
+    with pytest.raises(BadInput, match="--mix fixes the bits"):
+        convert(str(tiny_onnx["regression"]), tmp_path / "m.onnx", _qbert(hessian=hessian, allocation="hawq", mix=(2, 3)))
+    assert not (tmp_path / "m.onnx").exists()
+
 @needs_stsb
 def test_qbert_plan_reapplies_without_hessian(qbert_converted, tiny_onnx, tmp_path, monkeypatch):
     root, summary, _ = qbert_converted

@@ -96,6 +96,8 @@ SHARED_DATA = ("task", "data_dir", "calib_file", "hf_model")
                  help="The bit widths a layer may get."),
     cloup.option("--mix", callback=_mix, metavar="LOW/HIGH",
                  help="Q-BERT's fixed mix instead of --avg-bits: the more sensitive half of the layers gets HIGH."),
+    cloup.option("--allocation", type=click.Choice(["rank", "hawq"]), default="rank", show_default=True,
+                 help="--avg-bits: most bits to the most sensitive layers (rank), or least Omega x ||W - Q(W)||^2 (hawq)."),
     cloup.option("--order", type=click.Choice(["hessian", "reverse"]), default="hessian", show_default=True,
                  help="reverse: the same bits, most to the least sensitive layers (the control experiment)."),
     cloup.option("--hf-model", type=click.Path(path_type=Path),

@@ -10,6 +10,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import onnx_ir as ir
 
 from .. import numerics
@@ -153,6 +154,28 @@ def base_plan(model: ir.Model, sites: list[WeightSite], options: ConvertOptions,
                          "min_tokens": options.gptq_tokens or TOKENS_PER_INPUT * widest, "inputs": options.gptq_inputs,
                          "sequential": options.gptq_sequential, "grid": options.gptq_grid}
     return plan
+
+
+def grid_options(t: TensorPlan) -> dict:
+    """numerics' grid keywords for the plan of one weight."""
+    common = dict(symmetric=t.symmetric, granularity=t.granularity, group_size=t.group_size)
+    if t.granularity == "neuron-group":
+        common.update(groups=t.groups, heads=t.heads)
+    return common
+
+
+def method_grid(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.QuantParams, np.ndarray | None]:
+    """The grid the method decided for W [K, N]: (matrix to quantize, its scales, OCS channel index or None);
+    OCS expands W to W' [K + splits, N]. quantize.weight_grid adds the kernel's form of the scales."""
+    common = grid_options(t)
+    method = "lq" if t.clip == "none" else "aciq"
+    if method == "aciq":
+        common["distribution"] = t.clip.removeprefix("aciq-")
+    if t.ocs_ratio:
+        split, params = numerics.ocs_params(w, t.ocs_ratio, t.bits, method=method, grid=t.ocs_grid_aware, **common)
+        return split.weight, params, split.index
+    fit = numerics.lq_params if method == "lq" else numerics.aciq_params
+    return w, fit(w, t.bits, **common), None
 
 
 def neuron_grouping(model: ir.Model, site: WeightSite, groups: int) -> tuple[int, int | None]:

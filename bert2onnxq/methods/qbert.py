@@ -9,6 +9,7 @@ options give (neuron groups by default). The plan records Omega, the eigenvalues
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import ClassVar
@@ -21,9 +22,13 @@ from ..errors import BadInput
 from ..numerics import bits as bit_allocation
 from ..plan import QuantPlan, TensorPlan
 from .aciq import check_distribution
-from .common import Grid, aciq_clip, base_plan, grid_is_symmetric, skipped
+from ..onnx_io import weight_array
+from .common import Grid, aciq_clip, base_plan, grid_is_symmetric, method_grid, skipped
 
 ORDERS = ("hessian", "reverse")
+# rank: Q-BERT's ordering, the most bits to the most sensitive layers; hawq: the least Omega-weighted
+# weight error (HAWQ-V2), which weighs what a bit buys in each layer
+ALLOCATIONS = ("rank", "hawq")
 # What --method qbert gets unless told otherwise: neuron groups, all 2^bits levels (a narrow symmetric
 # 2-bit grid is ternary) and ACIQ clipping; chosen from benchmarks/results/qbert_table.md (--grid-ablation).
 PRESET = {"granularity": "neuron-group", "groups": 128, "symmetric": False, "clip": "aciq"}
@@ -43,6 +48,7 @@ class QBertOptions:
     avg_bits: float = 3.0
     bit_choices: tuple[int, ...] = (2, 3, 4)
     mix: tuple[int, int] | None = None  # Q-BERT's fixed (low, high) mix: the more sensitive half gets high
+    allocation: str = "rank"  # how --avg-bits is spent (ALLOCATIONS)
     order: str = "hessian"  # reverse: the same bits, most to the least sensitive layers (control)
     batches: int = 10
     batch_size: int = 8
@@ -58,7 +64,11 @@ class QBertOptions:
         check_distribution(self.distribution)
         if self.order not in ORDERS:
             raise BadInput(f"unknown order '{self.order}': choose {' or '.join(ORDERS)}")
+        if self.allocation not in ALLOCATIONS:
+            raise BadInput(f"unknown allocation '{self.allocation}': choose {' or '.join(ALLOCATIONS)}")
         if self.mix is not None:
+            if self.allocation != "rank":
+                raise BadInput("--allocation spends an --avg-bits budget; --mix fixes the bits by Omega rank: drop one")
             low, high = self.mix
             if not 2 <= low < high <= 8:
                 raise BadInput(f"--mix {low}/{high} needs 2 <= low < high <= 8, e.g. 2/3")
@@ -101,11 +111,18 @@ def decide(model, sites, options, analysis: dict) -> QuantPlan:
     plan = base_plan(model, sites, base, "aciq" if clip != "none" else "lq", clip=clip)
     layers = sorted({t.layer for t in plan.weights})
     by_layer_record = {entry["layer"]: entry for entry in analysis["layers"]}
+    errors = None
     omegas = [by_layer_record[layer]["omega"] for layer in layers]
     sizes = [sum(t.num_params for t in plan.weights if t.layer == layer) for layer in layers]
     if qb.mix:
         bits = bit_allocation.fixed_mix(omegas, *qb.mix)
         rule = f"fixed mix {qb.mix[0]}/{qb.mix[1]}: the more sensitive half of the layers (by Omega) gets {qb.mix[1]} bits"
+    elif qb.allocation == "hawq":
+        errors = _weight_errors(model, plan, layers, qb.choices, options.symmetric)
+        costs = [{b: omega * errors[layer][b] for b in qb.choices} for layer, omega in zip(layers, omegas)]
+        bits = bit_allocation.allocate_bits_min_cost(costs, qb.avg_bits, sizes)
+        rule = (f"average {qb.avg_bits:g} bits over {','.join(map(str, qb.choices))}, the least sum of Omega x "
+                "||W - Q(W)||^2 (HAWQ-V2)")
     else:
         bits = bit_allocation.allocate_bits(omegas, qb.avg_bits, qb.choices, sizes)
         rule = (f"average {qb.avg_bits:g} bits over {','.join(map(str, qb.choices))}, monotone in Omega, the whole "
@@ -120,11 +137,27 @@ def decide(model, sites, options, analysis: dict) -> QuantPlan:
         "hessian": analysis,
         "allocation": {
             "rule": rule, "order": qb.order,
-            "bits": [{"layer": layer, "bits": b, "omega": o} for layer, b, o in zip(layers, bits, omegas)],
+            "bits": [{"layer": layer, "bits": b, "omega": o,
+                      **({"weight_sse": {str(c): errors[layer][c] for c in qb.choices}} if errors else {})}
+                     for layer, b, o in zip(layers, bits, omegas)],
             "avg_bits": float(np.dot(bits, sizes) / sum(sizes)),
         },
     }
     return plan
+
+
+def _weight_errors(model, plan: QuantPlan, layers: list[int], choices: list[int],
+                   symmetric: bool | None) -> dict[int, dict[int, float]]:
+    """{layer: {bits: sum over its weights of ||W - Q(W)||^2}}, nearest rounding on each weight's planned grid."""
+    errors = {layer: dict.fromkeys(choices, 0.0) for layer in layers}
+    for t in plan.weights:
+        w = weight_array(model, t.name)
+        for b in choices:
+            tb = copy.copy(t)
+            _set_bits(tb, b, symmetric)
+            matrix, params, _ = method_grid(w, tb)
+            errors[t.layer][b] += float(np.sum((matrix - numerics.dequantize(numerics.quantize(matrix, params), params)) ** 2))
+    return errors
 
 
 def _set_bits(t: TensorPlan, bits: int, symmetric: bool | None) -> None:

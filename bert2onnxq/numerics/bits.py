@@ -68,3 +68,37 @@ def reverse(bits_by_layer, omegas) -> list[int]:
     for layer, b in zip(reversed(order), sorted(bits_by_layer, reverse=True)):
         bits[layer] = b
     return bits
+
+
+def allocate_bits_min_cost(costs: list[dict[int, float]], avg_bits: float, layer_sizes=None) -> list[int]:
+    """Bits per layer minimising sum_l costs[l][bits_l] within the (size-weighted) average-bit budget:
+    HAWQ-V2's allocation when costs[l][b] = Omega_l * ||W_l - Q_b(W_l)||^2, the second-order bound on
+    the loss change. Exact: a dynamic programme over layers that keeps, for each total of bits used,
+    the cheapest assignment (dominated totals dropped); of equal costs, the one using fewer bits."""
+    n = len(costs)
+    sizes = [1] * n if layer_sizes is None else [int(s) for s in layer_sizes]
+    if n == 0 or len(sizes) != n or min(sizes) <= 0 or any(not c for c in costs):
+        raise BadInput("allocate_bits_min_cost needs one cost per bit choice (and one positive size) per layer")
+    if not all(math.isfinite(v) for c in costs for v in c.values()):
+        raise BadInput("allocation costs must be finite numbers")
+    budget = avg_bits * sum(sizes) * (1 + 1e-12)
+    if sum(min(c) * s for c, s in zip(costs, sizes)) > budget:
+        raise BadInput(f"average of {avg_bits} bits is below the smallest choice")
+    states = {0: (0.0, [])}  # bits used -> (cost, bits of the layers so far)
+    for layer, (choice_costs, size) in enumerate(zip(costs, sizes)):
+        rest = sum(min(c) * s for c, s in zip(costs[layer + 1:], sizes[layer + 1:]))
+        grown: dict[int, tuple[float, list[int]]] = {}
+        for used, (cost, bits) in states.items():
+            for b in sorted(choice_costs, reverse=True):
+                total = used + b * size
+                if total + rest > budget:
+                    continue
+                candidate = (cost + choice_costs[b], bits + [b])
+                if total not in grown or candidate[0] < grown[total][0]:
+                    grown[total] = candidate
+        frontier, cheapest = {}, math.inf
+        for used in sorted(grown):  # a total that uses fewer bits and costs no more dominates
+            if grown[used][0] < cheapest:
+                frontier[used], cheapest = grown[used], grown[used][0]
+        states = frontier
+    return min(states.items(), key=lambda kv: (kv[1][0], kv[0]))[1][1]

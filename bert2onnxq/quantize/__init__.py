@@ -16,6 +16,7 @@ import onnx_ir as ir
 from .. import numerics
 from ..analyse.activations import activation_readers, activation_split
 from ..errors import BadInput
+from ..methods.common import grid_options, method_grid
 from ..numerics.gptq import (
     GPTQSettings,
     expand_moment,
@@ -33,35 +34,15 @@ from .tensor import QuantizedTensor
 def weight_grid(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.QuantParams, np.ndarray | None]:
     """The plan's decision for one weight, turned into (matrix to quantize, its scales, OCS channel
     index or None) by numerics; OCS expands W [K, N] to W' [K + splits, N]."""
-    matrix, params, index = _method_grid(w, t)
+    matrix, params, index = method_grid(w, t)
     return matrix, _kernel_form(matrix, params, t), index
-
-
-def _grid_options(t: TensorPlan) -> dict:
-    common = dict(symmetric=t.symmetric, granularity=t.granularity, group_size=t.group_size)
-    if t.granularity == "neuron-group":
-        common.update(groups=t.groups, heads=t.heads)
-    return common
-
-
-def _method_grid(w: np.ndarray, t: TensorPlan) -> tuple[np.ndarray, numerics.QuantParams, np.ndarray | None]:
-    """weight_grid before the kernel's form of the scales."""
-    common = _grid_options(t)
-    method = "lq" if t.clip == "none" else "aciq"
-    if method == "aciq":
-        common["distribution"] = t.clip.removeprefix("aciq-")
-    if t.ocs_ratio:
-        split, params = numerics.ocs_params(w, t.ocs_ratio, t.bits, method=method, grid=t.ocs_grid_aware, **common)
-        return split.weight, params, split.index
-    fit = numerics.lq_params if method == "lq" else numerics.aciq_params
-    return w, fit(w, t.bits, **common), None
 
 
 def _searched_grid(matrix: np.ndarray, params: numerics.QuantParams, t: TensorPlan,
                    importance: np.ndarray) -> numerics.QuantParams:
     """The ranges of `matrix` searched on `importance` (numerics/grid_search.py), from the method's grid
     `params` when unclipped, else from the min-max range (the clipped grid is the other candidate)."""
-    base = params if t.clip == "none" else numerics.lq_params(matrix, t.bits, **_grid_options(t))
+    base = params if t.clip == "none" else numerics.lq_params(matrix, t.bits, **grid_options(t))
     return _kernel_form(matrix, search_range(matrix, base, importance), t)
 
 
@@ -131,7 +112,7 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) 
     w = weight_array(model, t.name)
     act_split = activation_split(plan, t)
     w_in = w if act_split is None else w[act_split.index]  # rows duplicated unchanged for x' = x[idx] * f
-    matrix, method_params, index = _method_grid(w_in, t)
+    matrix, method_params, index = method_grid(w_in, t)
     params = _kernel_form(matrix, method_params, t)
     q = numerics.quantize(matrix, params)
     errors = {}
@@ -158,10 +139,10 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) 
     return qt
 
 
-def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, method_grid, q_nearest, index, act_split, observed):
+def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, method_grids, q_nearest, index, act_split, observed):
     """GPTQ integers for `matrix` on the moments of the input it really reads, on the method's grid or
     (rounding grid "search") the searched one, whichever gives the lower output error on the calibration
-    inputs; that grid, and the output errors (nearest on the method's grid, then GPTQ). `method_grid`:
+    inputs; that grid, and the output errors (nearest on the method's grid, then GPTQ). `method_grids`:
     the method's params in the kernel's form, and before it."""
     r = plan.rounding
     aware = _quantized_inputs(plan, t, act_split)
@@ -174,9 +155,9 @@ def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, method_grid, q_nearest, ind
         h = observed.moment if act_split is None else expand_moment(observed.moment, act_split.index, act_split.factor)
         h = h if index is None else expand_moment(h, index)
         target = matrix
-    grids = [method_grid[0]]
+    grids = [method_grids[0]]
     if r.get("grid") == "search":  # diag(H) of the rows of `matrix` (OCS-expanded, activation-split)
-        grids.append(_searched_grid(matrix, method_grid[1], t, np.diag(h)))
+        grids.append(_searched_grid(matrix, method_grids[1], t, np.diag(h)))
 
     def error(q_, params):
         w_hat = effective_weight(numerics.dequantize(q_, params), index, act_split)
