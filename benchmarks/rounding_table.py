@@ -389,6 +389,7 @@ def markdown(report: dict) -> str:
     for name, entry in report["models"].items():
         header, cells = table(entry)
         lines += [f"## {title(entry)}", ""] + ([f"`{entry['command']}`", ""] if entry.get("command") else [])
+        lines += [f"Section generated {entry['generated']}.", ""] if entry.get("generated") else []
         lines += md_table(header, cells, left=4) + [""] + md_checks(entry["checks"])
     return "\n".join(lines)
 
@@ -417,8 +418,10 @@ def markdown(report: dict) -> str:
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--append", is_flag=True,
               help="Merge into an existing --json file: other models and this model's other rows are kept.")
+@click.option("--new-section", is_flag=True,
+              help="With --append: this run's rows replace all of the model's earlier rows (one run per section).")
 def main(models, bits, methods, ort, ort_bits, roundings, granularities, only_targets, qbert, qbert_allocations, squad_limit, shared, work_dir, json_path,
-         md_path, append):
+         md_path, append, new_section):
     """Nearest vs GPTQ rounding for every method, beside ORT's MatMulNBitsQuantizer algorithms."""
     import logging
 
@@ -440,11 +443,14 @@ def main(models, bits, methods, ort, ort_bits, roundings, granularities, only_ta
                             tuple(roundings.split(",")), tuple(granularities.split(",")),
                             tuple(qbert_allocations.split(",")))
         entry["command"] = report["command"]
-        old = report["models"].get(name)
+        meta = report["meta"]
+        entry["generated"] = f"{meta['date']}, bert2onnxq commit {meta.get('git_commit', '?')}"
+        old = None if new_section else report["models"].get(name)
         if old:  # --append: this run's rows replace the same rows of the earlier run, the others stay
             keys = {_key(r) for r in entry["rows"]}
             entry["rows"] = [r for r in old["rows"] if _key(r) not in keys] + entry["rows"]
             entry["command"] = f"{old.get('command', '')} ; {report['command']}"
+            entry["generated"] += " (its rows added to earlier runs')"
             entry["checks"] = checks(entry)
         report["models"][name] = entry
         header, cells = table(entry)
