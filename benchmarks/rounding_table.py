@@ -139,6 +139,8 @@ def convert_ours(row: dict, fp32: Path, path: Path, task: str, calib: dict, hess
     plan = result["plan"]
     errs = [(t.stats["out_err_nearest"], t.stats["out_err"]) for t in plan.weights if "out_err" in t.stats]
     info = {"bytes": result["bytes"], "plan_summary": plan.summary()}
+    if "allocation" in plan.analysis:
+        info["layer_bits"] = [b["bits"] for b in plan.analysis["allocation"]["bits"]]
     if plan.rounding.get("tokens"):
         info["calibration_tokens"] = plan.rounding["tokens"]
     if errs:
