@@ -373,10 +373,11 @@ def title(entry: dict) -> str:
 def markdown(report: dict) -> str:
     meta = report["meta"]
     lines = ["# Rounding table: nearest vs GPTQ, beside ONNX Runtime's MatMulNBitsQuantizer", "",
-             f"Generated {meta['date']} on {meta['machine']}; onnxruntime {meta['onnxruntime']}, onnx {meta['onnx']}, "
+             f"Last run {meta['date']} on {meta['machine']}; onnxruntime {meta['onnxruntime']}, onnx {meta['onnx']}, "
              f"bert2onnxq commit {meta.get('git_commit', '?')}"
-             f"{' (with uncommitted package changes)' if meta.get('package_uncommitted_changes') else ''}.", "",
-             "Command: `" + report.get("command", "") + "`", "",
+             f"{' (with uncommitted package changes)' if meta.get('package_uncommitted_changes') else ''}: "
+             "`" + report.get("command", "") + "`. Each section names the commands (and, where recorded, the "
+             "date and commit) that made it.", "",
              "Ours: 8-bit dynamic activations, int8 embeddings, asymmetric weight grid at 2-4 bits; group = group-32 "
              "(ORT MatMulNBits at run time); OCS+ACIQ: OCS r = 0.02 with ACIQ clipping; OCS+act: OCS r = 0.02 that also "
              "splits the dynamic activations' outlier channels (--ocs-activations); `gptq` = `--rounding gptq` with its defaults "
