@@ -217,6 +217,7 @@ def convert(**p):
       bert2onnxq convert --model out/fp32/model.onnx --method qbert --task sst2 --data-dir ../shared/data/glue --avg-bits 3 -o out/qbert3.onnx
       bert2onnxq convert --model out/fp32/model.onnx --method qbert --mix 2/3 --task sst2 --data-dir ../shared/data/glue --plan-out qb.json -o out/qbert23.onnx
       bert2onnxq convert --model out/squad/model.onnx --method qbert --task squad --calib-file ../shared/data/squad/dev-v1.1-train36.json -o out/qbert-squad.onnx
+      bert2onnxq convert --model out/squad/model.onnx --method qbert --allocation hawq --rounding gptq --task squad --calib-file ../shared/data/squad/dev-v1.1-train36.json -o out/qbert-hawq.onnx
     \b
     Fine-tuned through the plan's grid (distilled from FP32 on the task's train split):
       bert2onnxq convert --model out/fp32/model.onnx --method qbert --mix 2/3 --finetune --task sst2 --data-dir ../shared/data/glue -o out/qbert23-ft.onnx
