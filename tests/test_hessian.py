@@ -204,7 +204,6 @@ def test_allocate_bits_uneven_steps_and_sizes():
         allocation.allocate_bits([1.0, 2.0], 1.5, (2, 3))
 
 
-
 def test_allocate_bits_min_cost_is_the_exact_minimum():
     rng = np.random.default_rng(1)
     for trial in range(200):
@@ -226,6 +225,7 @@ def test_allocate_bits_min_cost_is_the_exact_minimum():
     assert allocation.allocate_bits(omegas, 3.0, (2, 3, 4)) == [4, 4, 4, 2, 2, 2]
     with pytest.raises(BadInput, match="below the smallest"):
         allocation.allocate_bits_min_cost([{2: 1.0, 3: 0.5}], 1.5)
+
 
 def test_fixed_mix_and_reverse():
     omegas = [5.0, 9.0, 1.0, 3.0, 7.0, 2.0]

@@ -59,7 +59,6 @@ def test_qbert_plan_records_hessian_and_bits(qbert_converted):
     assert QuantPlan.from_json(meta["bert2onnxq.plan"]).analysis == json.loads(plan.to_json())["analysis"]
 
 
-
 @needs_stsb
 def test_qbert_hawq_allocation_minimises_omega_weighted_error(qbert_converted, tiny_onnx, tmp_path):
     import itertools
@@ -95,6 +94,7 @@ def test_qbert_hawq_allocation_minimises_omega_weighted_error(qbert_converted, t
     with pytest.raises(BadInput, match="--mix fixes the bits"):
         convert(str(tiny_onnx["regression"]), tmp_path / "m.onnx", _qbert(hessian=hessian, allocation="hawq", mix=(2, 3)))
     assert not (tmp_path / "m.onnx").exists()
+
 
 @needs_stsb
 def test_qbert_plan_reapplies_without_hessian(qbert_converted, tiny_onnx, tmp_path, monkeypatch):

@@ -82,11 +82,12 @@ def allocate_bits_min_cost(costs: list[dict[int, float]], avg_bits: float, layer
     if not all(math.isfinite(v) for c in costs for v in c.values()):
         raise BadInput("allocation costs must be finite numbers")
     budget = avg_bits * sum(sizes) * (1 + 1e-12)
-    if sum(min(c) * s for c, s in zip(costs, sizes)) > budget:
+    least = [0, *itertools.accumulate(min(c) * s for c, s in zip(reversed(costs), reversed(sizes)))][::-1]
+    if least[0] > budget:  # least[l]: the fewest bits layers l.. can take
         raise BadInput(f"average of {avg_bits} bits is below the smallest choice")
     states = {0: (0.0, [])}  # bits used -> (cost, bits of the layers so far)
     for layer, (choice_costs, size) in enumerate(zip(costs, sizes)):
-        rest = sum(min(c) * s for c, s in zip(costs[layer + 1:], sizes[layer + 1:]))
+        rest = least[layer + 1]
         grown: dict[int, tuple[float, list[int]]] = {}
         for used, (cost, bits) in states.items():
             for b in sorted(choice_costs, reverse=True):
