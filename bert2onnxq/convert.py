@@ -50,17 +50,34 @@ def decide(model: ir.Model, options: ConvertOptions, *, source: str = "", progre
     return plan
 
 
-def quantize_and_apply(model: ir.Model, plan: QuantPlan, moments: dict | None = None, progress=None) -> ir.Model:
-    """The integers of `plan` (GPTQ rounding: on the input `moments`), written into `model` in place."""
+def quantize_and_apply(model: ir.Model, plan: QuantPlan, moments: dict | None = None, progress=None,
+                       kept: dict | None = None) -> ir.Model:
+    """The integers of `plan` (GPTQ rounding: on the input `moments`; `kept` {weight: grid}: nearest on
+    those grids), written into `model` in place."""
     check_kernels(plan)
-    weights, tables = quantize_plan(model, plan, moments, progress)
+    weights, tables = quantize_plan(model, plan, moments, progress, kept)
     return apply_plan(model, plan, weights, tables)
 
 
 def quantize_sequential(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, progress=None) -> ir.Model:
+    """Sequential GPTQ (gptq_sequential), written into `model` in place."""
+    check_kernels(plan)
+    return apply_plan(model, plan, gptq_sequential(model, plan, fp32_path, calibrate, progress), quantize_tables(model, plan))
+
+
+def gptq_integers(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, progress=None) -> dict:
+    """{weight: QuantizedTensor} GPTQ gives the plan's weights (sequentially when the plan says so):
+    where `--finetune` starts from on a GPTQ plan."""
+    if plan.rounding.get("sequential"):
+        weights = gptq_sequential(model, plan, fp32_path, calibrate, progress)
+    else:
+        weights, _ = quantize_plan(model, plan, input_moments(model, plan, fp32_path, calibrate, progress), progress)
+    return {qt.name: qt for qt in weights}
+
+
+def gptq_sequential(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, progress=None) -> list:
     """GPTQ layer by layer, in encoder order: each layer's inputs are measured on the FP32 model whose
     earlier layers already hold their rounded weights, so a layer absorbs the error of those before it."""
-    check_kernels(plan)
     rounded, done = {}, {}
     layers = sorted({t.layer for t in plan.weights}, key=lambda layer: (layer is None, layer or 0))
     tick = progress("GPTQ rounding, layer by layer", len(layers)) if progress else None
@@ -72,8 +89,7 @@ def quantize_sequential(model: ir.Model, plan: QuantPlan, fp32_path: Path, calib
             done[t.name] = runtime_weight(plan, t, qt)
         if tick:
             tick(1)
-    weights = [rounded[t.name] for t in plan.weights]
-    return apply_plan(model, plan, weights, quantize_tables(model, plan))
+    return [rounded[t.name] for t in plan.weights]
 
 
 def split_fp32(model: ir.Model, plan: QuantPlan) -> ir.Model:
@@ -123,17 +139,26 @@ def convert(
             check_quantizable(model)
         check_plan_fits(plan, {name: tuple(v.shape.numpy()) for name, v in model.graph.initializers.items()})
         check_kernels(plan)
+        kept = {}
         if finetune is not None:
             from .quantize.finetune import run_finetune
 
-            plan.finetune = run_finetune(model, plan, fp32_path, source, finetune, log, progress)
+            def gptq_start() -> dict:  # a GPTQ plan trains from GPTQ's integers, on its grid, kept
+                start = gptq_integers(model, plan, fp32_path, calibrate, progress)
+                kept.update({name: qt.params for name, qt in start.items()})
+                return start
+
+            gptq = plan.rounding.get("method") == "gptq"
+            plan.finetune = run_finetune(model, plan, fp32_path, source, finetune, log, progress, gptq_start if gptq else None)
         elif plan.finetune:
             raise BadInput("the plan was fine-tuned (its weights were trained through its grid): add --finetune (and "
                            "--task) to fine-tune again, or decide a new plan")
         fill_activation_plan(model, plan, fp32_path, calibrate)
         planned = {t.name for t in plan.weights + plan.embeddings}
         fp32_rest = sum(v.const_value.nbytes for n, v in model.graph.initializers.items() if n not in planned)
-        if plan.rounding.get("sequential"):
+        if kept:
+            quantize_and_apply(model, plan, progress=progress, kept=kept)
+        elif plan.rounding.get("sequential"):
             quantize_sequential(model, plan, fp32_path, calibrate, progress)
         else:
             quantize_and_apply(model, plan, input_moments(model, plan, fp32_path, calibrate, progress), progress)

@@ -77,7 +77,7 @@ def test_finetune_refuses_what_it_cannot_reproduce(tiny_models, tiny_onnx):
     model = load_ir(tiny_onnx["classification"])
     loaded = load_hf_model(str(tiny_models["classification"]))
     for options, message in ((dict(bits=4, act_calib="static"), "act-calib static"),
-                             (dict(bits=4, rounding="gptq"), "rounding gptq")):
+                             (dict(method="ocs", bits=3, rounding="gptq"), "OCS weight splits")):
         plan = decide(model, convert_options(**options))
         with pytest.raises(BadInput, match=message):
             finetune(model, plan, loaded, _features(), FinetuneSettings(steps=1), data="synthetic")
@@ -86,7 +86,67 @@ def test_finetune_refuses_what_it_cannot_reproduce(tiny_models, tiny_onnx):
         finetune(model, plan, loaded, [], FinetuneSettings(steps=1), data="synthetic")
 
 
-def test_convert_finetune_end_to_end(tmp_path):
+GPTQ_GRIDS = {
+    "2-bit per channel": dict(bits=2),
+    "3-bit neuron groups, asymmetric ACIQ, searched ranges": dict(method="aciq", bits=3, granularity="neuron-group",
+                                                                  groups=3, symmetric=False, gptq_grid="search"),
+    "3-bit group-16, two-level int8": dict(bits=3, granularity="group", group_size=16, group_kernel="int8"),
+}
+
+
+@pytest.mark.parametrize("grid", list(GPTQ_GRIDS))
+def test_finetune_from_gptq_starts_on_its_integers_keeps_its_grid_and_ships_what_was_trained(
+        tiny_models, tiny_onnx, tmp_path_factory, tmp_path, grid):
+    import copy
+
+    import onnx
+    import torch
+    from onnx_ir import to_proto
+    from stsb_data import make_stsb, stsb_calibrate
+
+    from bert2onnxq import numerics
+    from bert2onnxq.convert import convert, gptq_integers
+    from bert2onnxq.quantize.fake_quant import prepare
+    from bert2onnxq.quantize.finetune import FinetuneJob
+
+    stsb = make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
+    fp32, calibrate = stsb["fp32"], stsb_calibrate(stsb)
+    options = convert_options(rounding="gptq", **GPTQ_GRIDS[grid])
+    model = load_ir(fp32)
+    plan = decide(model, options)
+    check_kernels(plan)
+    start = gptq_integers(model, plan, fp32, calibrate)
+    loaded = load_hf_model(str(tiny_models["regression"]))
+    # before training, the student's weights are GPTQ's dequantized integers, exactly
+    modules = dict(prepare(copy.deepcopy(loaded.model), plan, start).named_modules())
+    for t in plan.weights:
+        got = modules[t.name.removesuffix(".weight")].weight.detach().numpy().T
+        assert np.array_equal(got, numerics.dequantize(start[t.name].values, start[t.name].params)), t.name
+    settings = FinetuneSettings(steps=3, batch_size=4, lr=1e-2, eval_every=0)
+    record, student = finetune(model, plan, loaded, _features(), settings, data="synthetic", start=start)
+    assert record["start"].startswith("GPTQ's integers")
+    plan.finetune = record
+    quantize_and_apply(model, plan, kept={name: qt.params for name, qt in start.items()})
+    save_onnx(to_proto(model), tmp_path / "ft.onnx")
+    feeds = tiny_feeds()
+    got = ort.InferenceSession(str(tmp_path / "ft.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+    with torch.no_grad():
+        want = student(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    assert np.abs(got[0] - want).max() <= 1e-3
+    # convert end to end: the same grid as the post-training GPTQ file, other integers
+    job = FinetuneJob(settings, task="stsb", data_dir=stsb["glue"], hf_model=str(tiny_models["regression"]))
+    convert(str(fp32), tmp_path / "g.onnx", options, calibrate=calibrate)
+    summary = convert(str(fp32), tmp_path / "c.onnx", options, calibrate=calibrate, finetune=job)
+    assert summary["plan"].finetune["start"].startswith("GPTQ's integers")
+    post = {x.name: x for x in onnx.load(str(tmp_path / "g.onnx")).graph.initializer}
+    tuned = {x.name: x for x in onnx.load(str(tmp_path / "c.onnx")).graph.initializer}
+    grids = [n for n in post if n.endswith(("_scale", "_zero_point", "_multiplier")) and n.split("_")[0] in start]
+    assert grids and all(post[n].SerializeToString() == tuned[n].SerializeToString() for n in grids)
+    assert any(post[f"{n}_quantized"].raw_data != tuned[f"{n}_quantized"].raw_data for n in start)
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "gptq"])
+def test_convert_finetune_end_to_end(tmp_path, rounding):
     """The command: a fine-tuned file, the plan and card saying so; replaying its plan without --finetune refused."""
     import json
     import subprocess
@@ -108,7 +168,7 @@ def test_convert_finetune_end_to_end(tmp_path):
     out = tmp_path / "ft.onnx"
     cmd = [sys.executable, "-m", "bert2onnxq", "convert", "--model", str(fp32), "--bits", "4", "--finetune", "--task", "sst2",
            "--data-dir", str(tmp_path / "glue"), "--finetune-steps", "4", "--finetune-batch-size", "4", "-o", str(out),
-           "--plan-out", str(tmp_path / "plan.json"), "--json"]
+           "--plan-out", str(tmp_path / "plan.json"), "--json", "--rounding", rounding]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -116,6 +176,7 @@ def test_convert_finetune_end_to_end(tmp_path):
     assert record["steps"] == 4 and record["batch_size"] == 4 and record["data"].startswith("sst2 train split")
     assert record["source_model"] == str(hf.resolve()) and record["examples"] + record["held_out"] == 40
     assert "fine-tuned 4 steps" in summary["plan_summary"]
+    assert record["start"].startswith("GPTQ's integers" if rounding == "gptq" else "the FP32 weights")
     assert "| Fine-tuned | yes" in out.with_suffix(".md").read_text()
     assert json.loads((tmp_path / "plan.json").read_text())["finetune"]["steps"] == 4
     again = subprocess.run([sys.executable, "-m", "bert2onnxq", "convert", "--model", str(fp32), "--plan",

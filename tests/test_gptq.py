@@ -119,12 +119,9 @@ def stsb(tiny_onnx, tmp_path_factory) -> dict:
 
 
 def _calibrate(stsb):
-    from bert2onnxq.analyse.activations import observe_activations
+    from stsb_data import stsb_calibrate
 
-    def calibrate(path, names, samples=None, moments=False, min_tokens=0, weights=None):
-        return observe_activations(path, names, "stsb", samples=samples or 64, data_dir=stsb["glue"], moments=moments,
-                                   min_tokens=min_tokens, weights=weights)
-    return calibrate
+    return stsb_calibrate(stsb)
 
 
 @pytest.mark.parametrize("kw", [dict(method="lq", bits=3), dict(method="aciq", bits=2, granularity="group", group_size=16),

@@ -52,31 +52,33 @@ def _kernel_form(matrix: np.ndarray, params: numerics.QuantParams, t: TensorPlan
     return params
 
 
-def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict | None = None,
-                  progress=None) -> tuple[list[QuantizedTensor], list[QuantizedTensor]]:
+def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict | None = None, progress=None,
+                  kept: dict[str, numerics.QuantParams] | None = None) -> tuple[list[QuantizedTensor], list[QuantizedTensor]]:
     """Integers and scales for every planned tensor, and the graph form its kernel needs; fills each
     TensorPlan's statistics (and, for OCS, the channels split and the form chosen).
 
     `moments` {MatMul input activation: analyse.activations.ChannelObserver with its moments}: required
-    when the plan rounds with GPTQ."""
-    gptq = plan.rounding.get("method") == "gptq"
+    when the plan rounds with GPTQ. `kept` {weight: grid}: nearest rounding on these grids instead (a GPTQ
+    plan fine-tuned on GPTQ's grid, quantize/finetune.py)."""
+    gptq = plan.rounding.get("method") == "gptq" and not kept
     tick = progress("GPTQ rounding (weights)", len(plan.weights)) if progress and gptq else None
-    weights = quantize_weights(model, plan, plan.weights, moments, tick)
+    weights = quantize_weights(model, plan, plan.weights, moments, tick, kept)
     return weights, quantize_tables(model, plan)
 
 
 def quantize_weights(model: ir.Model, plan: QuantPlan, tensors: list[TensorPlan], moments: dict | None,
-                     tick=None) -> list[QuantizedTensor]:
-    """The QuantizedTensor of each of `tensors` (weights of `plan`); GPTQ rounds on `moments`."""
-    inputs = {}
-    if plan.rounding.get("method") == "gptq":
+                     tick=None, kept: dict[str, numerics.QuantParams] | None = None) -> list[QuantizedTensor]:
+    """The QuantizedTensor of each of `tensors` (weights of `plan`); GPTQ rounds on `moments`, or
+    (`kept`) each weight is rounded to the nearest point of the grid given for it."""
+    inputs, kept = {}, kept or {}
+    if plan.rounding.get("method") == "gptq" and not kept:
         if moments is None:
             raise BadInput("the plan rounds with GPTQ, which needs the calibration inputs: pass --task and its data "
                            "(the same --calib-samples reproduce the same integers)")
         inputs = {w: moments[x] for x, ws in activation_readers(model, plan).items() for w in ws if x in moments}
     weights = []
     for t in tensors:
-        weights.append(_quantize_weight(model, plan, t, inputs.get(t.name)))
+        weights.append(_quantize_weight(model, plan, t, inputs.get(t.name), kept.get(t.name)))
         if tick:
             tick(1)
     return weights
@@ -108,15 +110,16 @@ def runtime_weight(plan: QuantPlan, t: TensorPlan, qt: QuantizedTensor) -> np.nd
     return effective_weight(w, qt.gather_index, activation_split(plan, t)).astype(np.float32)
 
 
-def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed) -> QuantizedTensor:
+def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed,
+                     kept: numerics.QuantParams | None = None) -> QuantizedTensor:
     w = weight_array(model, t.name)
     act_split = activation_split(plan, t)
     w_in = w if act_split is None else w[act_split.index]  # rows duplicated unchanged for x' = x[idx] * f
     matrix, method_params, index = method_grid(w_in, t)
-    params = _kernel_form(matrix, method_params, t)
+    params = kept or _kernel_form(matrix, method_params, t)
     q = numerics.quantize(matrix, params)
     errors = {}
-    if observed is not None:
+    if observed is not None and kept is None:
         q, params, errors = _gptq(plan, t, w, matrix, (params, method_params), q, index, act_split, observed)
     t.stats = {**_stats(matrix, q, params), **errors}
     qt = QuantizedTensor(t.name, q, params, index, bit_packed=t.storage == "bits")

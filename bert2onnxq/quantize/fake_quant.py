@@ -3,7 +3,8 @@
 `prepare` wraps a Hugging Face model in place: every planned Linear's weight becomes the float weight
 the graph multiplies with (`quantize.runtime_weight` on `quantize.weight_grid`: the numerics that
 write the file), its input the 8-bit activation its kernel sees, and the embedding tables their int8
-rows. Gradients pass straight through the rounding (STE).
+rows. Gradients pass straight through the rounding (STE). Given GPTQ's integers (`start`), a weight
+starts at their dequantized values and keeps their grid, so training begins from the rounded file.
 """
 
 from __future__ import annotations
@@ -44,13 +45,26 @@ def fake_blocks(x, block: int):
     return x + (xq - x).detach()
 
 
-def _grid_module(plan: QuantPlan | None, t: TensorPlan):
+def _torch_grid(params: numerics.QuantParams, shape: tuple[int, int]):
+    """(scale, zero, qmin, qmax) of a [K, N] weight's grid, expanded and laid out as torch's [out, in]."""
+    import torch
+
+    scale = numerics.expand_scale(params.scale, shape, params.axis, params.block_size)
+    zero = (numerics.expand_scale(params.zero_point, shape, params.axis, params.block_size)
+            if params.zero_point is not None else np.zeros(shape))
+    qmin, qmax = numerics.int_range(params.bits, params.symmetric)
+    return (torch.from_numpy(np.ascontiguousarray(scale.T, np.float32)),
+            torch.from_numpy(np.ascontiguousarray(zero.T, np.float64)), qmin, qmax)
+
+
+def _grid_module(plan: QuantPlan | None, t: TensorPlan, kept: numerics.QuantParams | None = None):
     """A parametrization: the tensor as the plan's grid holds it, gradients straight through.
 
     The grid (scales, zero points) comes from numerics on the weights as they are at `refresh()`, which
     training calls every few steps and after the last one; in between, the rounding runs in torch on that
-    grid (in float64, as numerics.quantize does). OCS weights (rows split and folded back) are recomputed
-    by numerics at every step. Embedding tables (plan None) are frozen: their grid is computed once."""
+    grid (in float64, as numerics.quantize does). `kept`: a grid that never changes (GPTQ's). OCS weights
+    (rows split and folded back) are recomputed by numerics at every step. Embedding tables (plan None)
+    are frozen: their grid is computed once."""
     import torch
 
     from . import runtime_weight, table_params, weight_grid
@@ -59,7 +73,9 @@ def _grid_module(plan: QuantPlan | None, t: TensorPlan):
         def __init__(self):
             super().__init__()
             self.fixed = None  # (scale, zero, qmin, qmax) as [out, in] tensors, or a frozen table
-            self.trained = plan is not None  # weights: refreshed while training; tables: frozen
+            self.trained = plan is not None and kept is None  # refreshed while training; tables, kept grids: not
+            if kept is not None:
+                self.fixed = _torch_grid(kept, tuple(t.shape))
 
         def refresh(self, w):
             if plan is None:  # an embedding table [rows, hidden]
@@ -70,12 +86,7 @@ def _grid_module(plan: QuantPlan | None, t: TensorPlan):
             if t.ocs_ratio:  # recomputed at every step (forward)
                 return
             matrix, params, _ = weight_grid(np.ascontiguousarray(w.detach().cpu().numpy().T), t)
-            scale = numerics.expand_scale(params.scale, matrix.shape, params.axis, params.block_size)
-            zero = (numerics.expand_scale(params.zero_point, matrix.shape, params.axis, params.block_size)
-                    if params.zero_point is not None else np.zeros(matrix.shape))
-            qmin, qmax = numerics.int_range(params.bits, params.symmetric)
-            self.fixed = (torch.from_numpy(np.ascontiguousarray(scale.T, np.float32)),
-                          torch.from_numpy(np.ascontiguousarray(zero.T, np.float64)), qmin, qmax)
+            self.fixed = _torch_grid(params, matrix.shape)
 
         def forward(self, w):
             with torch.no_grad():
@@ -105,8 +116,10 @@ def refresh_grids(hf_model) -> None:
                     grid.refresh(plist.original)
 
 
-def prepare(hf_model, plan: QuantPlan):
-    """Wrap `hf_model` (in place) so that its forward computes what the quantized file will (module docstring)."""
+def prepare(hf_model, plan: QuantPlan, start: dict[str, QuantizedTensor] | None = None):
+    """Wrap `hf_model` (in place) so that its forward computes what the quantized file will (module docstring).
+    `start` {weight: GPTQ's QuantizedTensor}: those weights start at its dequantized values, on its grid."""
+    import torch
     from torch.nn.utils import parametrize
 
     modules = dict(hf_model.named_modules())
@@ -115,8 +128,13 @@ def prepare(hf_model, plan: QuantPlan):
         if module is None or tuple(module.weight.shape[::-1]) != tuple(t.shape):
             raise BadInput(f"the Hugging Face model has no Linear '{t.name}' of shape {list(t.shape[::-1])}: pass the "
                            "model this ONNX was exported from with --hf-model")
-        grid = _grid_module(plan, t)
-        grid.refresh(module.weight)
+        begin = (start or {}).get(t.name)
+        if begin is not None:  # W = dequantized integers: on the kept grid, rounding gives them back exactly
+            with torch.no_grad():
+                module.weight.copy_(torch.from_numpy(numerics.dequantize(begin.values, begin.params).T.copy()))
+        grid = _grid_module(plan, t, begin.params if begin is not None else None)
+        if begin is None:
+            grid.refresh(module.weight)
         parametrize.register_parametrization(module, "weight", grid)
         if plan.activations.bits:
             block = t.group_size if t.kernel == "matmulnbits" and t.granularity == "group" else None

@@ -7,7 +7,9 @@ not, ACIQ clip, OCS splits, two-level scales), its input by the 8-bit activation
 (DynamicQuantizeLinear's per-tensor uint8 for the int8 GEMM; MatMulNBits' per-block int8), and the
 embedding tables by their int8 rows (frozen). The grid is recomputed from the current weights every
 few steps and after the last one, as convert recomputes it from the final weights, so the file holds
-exactly what was trained. Gradients pass straight through the rounding (STE). The loss is distillation from the FP32 model: KL between
+exactly what was trained. With `--rounding gptq` training starts from GPTQ's integers instead, on GPTQ's
+grid, which stays fixed (a grid recomputed from the rounded weights would move their range, and what was
+rounded), and the file holds the nearest integers on that grid. Gradients pass straight through the rounding (STE). The loss is distillation from the FP32 model: KL between
 softened logits (QA: start and end over the sequence; regression: squared error), plus optionally the
 hidden states' squared error.
 """
@@ -51,8 +53,9 @@ def check_finetunable(plan: QuantPlan) -> None:
         raise BadInput("--finetune trains through dynamic 8-bit activations: drop --act-calib static")
     if plan.activations.ocs_ratio or plan.activations.splits:
         raise BadInput("--finetune does not train through OCS activation splits: drop --ocs-activations")
-    if plan.rounding.get("method", "nearest") != "nearest":
-        raise BadInput("--finetune chooses the integers by training: drop --rounding gptq")
+    if plan.rounding.get("method") == "gptq" and any(t.ocs_ratio for t in plan.weights):
+        raise BadInput("--finetune starts from GPTQ's grid, which OCS weight splits recompute from the weights at "
+                       "every step: use --rounding nearest with --method ocs, or another method")
 
 
 def _named_latents(hf_model) -> dict:
@@ -172,10 +175,11 @@ def agreement(student, want: list, features: list[dict], head: str) -> float:
 
 
 def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settings: FinetuneSettings, data: str,
-             log=None, progress=None):
+             log=None, progress=None, start: dict | None = None):
     """Fine-tune `loaded.model` (export.LoadedModel) through the plan's grid on `train` features, distilling
     from a frozen copy of itself, and write the latent weights into `model` (the FP32 graph, in place).
     A seeded slice of the train features is held out to report agreement with FP32 as training goes.
+    `start` {weight: QuantizedTensor}: GPTQ's integers, which a GPTQ plan starts from (module docstring).
     Returns (the recipe record the plan keeps, the fake-quant student)."""
     import copy
 
@@ -183,6 +187,8 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
 
     settings.check()
     check_finetunable(plan)
+    if (plan.rounding.get("method") == "gptq") != bool(start):
+        raise ValueError("a GPTQ plan fine-tunes from its GPTQ integers (start), and only a GPTQ plan does")
     if not train:
         raise BadInput("--finetune found no train examples: check --task and its data (--data-dir, or --calib-file for squad)")
     torch.manual_seed(settings.seed)
@@ -191,7 +197,7 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
         torch.set_num_threads(settings.threads)
     try:
         teacher = loaded.model.eval()
-        student = prepare(copy.deepcopy(teacher), plan).eval()  # eval: no dropout, so the forward is the file's
+        student = prepare(copy.deepcopy(teacher), plan, start).eval()  # eval: no dropout, so the forward is the file's
         for p in teacher.parameters():
             p.requires_grad_(False)
         targets = writable(model) - {t.name for t in plan.embeddings}  # tables stay frozen (module docstring)
@@ -209,7 +215,7 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
         order, cursor = rng.permutation(len(train)), 0
         hidden = settings.hidden_weight > 0
         history, losses, tokens = [], [], 0
-        start = time.perf_counter()
+        began = time.perf_counter()
         want = predictions(teacher, dev, loaded.head) if dev and settings.eval_every else []
         first = agreement(student, want, dev, loaded.head) if want else None
         if first is not None:
@@ -243,12 +249,14 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
                 history.append({"step": step, "agreement": round(a, 2), "loss": round(float(np.mean(losses[-settings.eval_every:])), 5)})
                 if log:
                     log(f"step {step}/{settings.steps}: loss {history[-1]['loss']:.4f}, agreement with FP32 {a:.2f}% on "
-                        f"{len(dev)} held-out train features ({time.perf_counter() - start:.0f} s)")
-        seconds = time.perf_counter() - start
+                        f"{len(dev)} held-out train features ({time.perf_counter() - began:.0f} s)")
+        seconds = time.perf_counter() - began
         replaced = write_back(model, student, teacher)
     finally:
         torch.set_num_threads(threads)
-    return {**asdict(settings), "data": data, "teacher": "the FP32 source model (distillation)",
+    begin = ("GPTQ's integers, on GPTQ's grid, kept while training" if start else
+             f"the FP32 weights, on the plan's grid recomputed every {settings.refresh} steps")
+    return {**asdict(settings), "data": data, "teacher": "the FP32 source model (distillation)", "start": begin,
             "source_model": str(loaded.source), "examples": len(train), "held_out": len(dev), "tokens": tokens, "seconds": round(seconds, 1),
             "loss_first": round(losses[0], 5), "loss_last": round(float(np.mean(losses[-max(1, settings.steps // 20):])), 5),
             "agreement": history, "parameters_written": replaced, "torch_threads": settings.threads or threads,
@@ -293,8 +301,10 @@ def task_features(task, tokenizer, job: FinetuneJob, count: int) -> tuple[list[d
                       f"{job.settings.seed} ({len(features)} features)")
 
 
-def run_finetune(model: ir.Model, plan: QuantPlan, fp32_path, source: str, job: FinetuneJob, log=None, progress=None) -> dict:
-    """convert --finetune: load the source model, check it fits the task, fine-tune, write back; the record."""
+def run_finetune(model: ir.Model, plan: QuantPlan, fp32_path, source: str, job: FinetuneJob, log=None, progress=None,
+                 start=None) -> dict:
+    """convert --finetune: load the source model, check it fits the task, fine-tune, write back; the record.
+    `start() -> {weight: QuantizedTensor}`: a GPTQ plan's integers (finetune()), made once the checks passed."""
     from ..export import load_hf_model
     from ..tasks import get_task
 
@@ -314,5 +324,6 @@ def run_finetune(model: ir.Model, plan: QuantPlan, fp32_path, source: str, job: 
             raise BadInput(f"--finetune on {job.task}: {why}: fine-tune on the task the model was trained for")
     s = job.settings
     features, data = task_features(task, loaded.tokenizer, job, s.steps * s.batch_size + s.eval_samples)
-    record, _ = finetune(model, plan, loaded, features, s, data, log=log, progress=progress)
+    record, _ = finetune(model, plan, loaded, features, s, data, log=log, progress=progress,
+                         start=start() if start else None)
     return record
