@@ -16,11 +16,21 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import DEFAULT_SHARED, MODELS, SQUAD_FILE, THREADS, environment, err, fp32_export, model_list, out  # noqa: E402
+from harness import (  # noqa: E402
+    DEFAULT_SHARED,
+    MODELS,
+    SQUAD_FILE,
+    THREADS,
+    environment,
+    err,
+    fp32_export,
+    model_list,
+    out,
+    train_data,
+)
 from tables import console_table, md_table, save  # noqa: E402
 
 BATCHES = (1, 8, 32)
-SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 # form -> (convert options, what ONNX Runtime does with the activations)
 FORMS = {
     "fp32": (None, "FP32"),
@@ -46,7 +56,7 @@ def run_model(name: str, shared: Path, work: Path) -> list[dict]:
     task = MODELS[name]
     fp32, _ = fp32_export(shared / "models" / name, work / name)
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
-    calib = {"data_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
+    calib = train_data(shared, task)
 
     def calibrate(path, names, samples=None, moments=False, min_tokens=0, weights=None):
         return observe_activations(path, names, task, samples=samples or 128, moments=moments, min_tokens=min_tokens,

@@ -18,10 +18,22 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import DEFAULT_SHARED, MODELS, SQUAD_FILE, THREADS, environment, err, fp32_export, model_list, out  # noqa: E402
+from harness import (  # noqa: E402
+    CALIB_SAMPLES,
+    DEFAULT_SHARED,
+    MODELS,
+    SQUAD_FILE,
+    THREADS,
+    calibrator,
+    environment,
+    err,
+    fp32_export,
+    model_list,
+    out,
+    train_data,
+)
 from tables import console_table, earlier_rows, md_checks, md_table, merged, print_checks, save  # noqa: E402
 
-SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 NEURON = {"granularity": "neuron-group", "groups": 128, "symmetric": False}
 # row -> (label, convert options); qbert rows run the Hessian on the task's train data
 ROWS = {
@@ -32,7 +44,6 @@ ROWS = {
     "u2g": ("uniform 2-bit neuron groups (ACIQ), GPTQ", {"method": "aciq", "bits": 2, **NEURON, "rounding": "gptq"}),
     "u3g": ("uniform 3-bit neuron groups (ACIQ), GPTQ", {"method": "aciq", "bits": 3, **NEURON, "rounding": "gptq"}),
 }
-CALIB_SAMPLES = 128  # GPTQ rows: convert's default --calib-samples
 TARGET_DROP = 2.3  # Q-BERT's claim: within 2.3 points of FP32
 
 
@@ -53,7 +64,6 @@ def recipe_tag(steps: int, lr: float, hidden_weight: float) -> str:
 
 def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, reuse: bool, lr: float = 2e-5,
               hidden_weight: float = 0.0) -> list[dict]:
-    from bert2onnxq.analyse.activations import observe_activations
     from bert2onnxq.convert import convert
     from bert2onnxq.onnx_io import model_metadata
     from bert2onnxq.plan import QuantPlan
@@ -63,12 +73,8 @@ def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, 
     task = MODELS[name]
     fp32, _ = fp32_export(shared / "models" / name, work / name)
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
-    calib = {"data_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
-    cache, results = ReferenceCache(), []
-
-    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0, weights=None):  # GPTQ's inputs
-        return observe_activations(fp32_path, names, task, samples=samples or CALIB_SAMPLES, moments=moments,
-                                   min_tokens=min_tokens, weights=weights, **calib)
+    calib = train_data(shared, task)
+    calibrate, cache, results = calibrator(task, calib), ReferenceCache(), []  # calibrate: GPTQ's inputs
     for row in rows:
         label, spec = ROWS[row]
         for tuned in (False, True):

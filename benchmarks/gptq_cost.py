@@ -16,12 +16,11 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import DEFAULT_SHARED, environment, err, out  # noqa: E402
+from harness import DEFAULT_SHARED, environment, err, out, train_data  # noqa: E402
 from speed_table import make_bert_base  # noqa: E402
 from tables import console_table, md_table  # noqa: E402
 
 MODELS = {"minilm-l6-sst2": "sst2", "minilm-l6-squad": "squad", "bert-base-random": "sst2"}
-SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 
 
 def export_fp32(name: str, shared: Path, work: Path) -> Path:
@@ -42,7 +41,7 @@ def measure(name: str, shared: Path, work: Path, method: str, bits: int, rounds:
 
     task = MODELS[name]
     fp32 = export_fp32(name, shared, work)
-    data = {"data_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
+    data = train_data(shared, task)
     timings: dict[str, float] = {}
 
     def calibrate(path, names, samples=None, moments=False, min_tokens=0, weights=None):

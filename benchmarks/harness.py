@@ -27,6 +27,8 @@ MODELS = {  # model folder -> (task, data kind)
     "minilm-l6-squad": "squad",
 }
 SQUAD_FILE = "data/squad/dev-v1.1-heldout12.json"
+SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"  # calibration and fine-tuning: the other 36 articles
+CALIB_SAMPLES = 128  # convert's default --calib-samples
 METRIC_LABEL = {"accuracy": "acc", "f1": "F1", "exact_match": "EM"}
 GROUP_BITS = (4, 3, 2)
 NBITS_BITS = (4, 2)
@@ -218,3 +220,18 @@ def model_list(ctx, param, value):
     if unknown:
         raise click.BadParameter(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
     return names
+
+
+def train_data(shared: Path, task: str) -> dict:
+    """Where a task's train examples are: {data_dir} for GLUE, {data_file} for SQuAD (the 36 train articles)."""
+    return {"data_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
+
+
+def calibrator(task: str, train: dict, default_samples: int = CALIB_SAMPLES):
+    """convert's `calibrate` (GPTQ's inputs, static ranges) on the task's `train` data, as the CLI builds it."""
+    from bert2onnxq.analyse.activations import observe_activations
+
+    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0, weights=None):
+        return observe_activations(fp32_path, names, task, samples=samples or default_samples, moments=moments,
+                                   min_tokens=min_tokens, weights=weights, **train)
+    return calibrate

@@ -18,10 +18,9 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import DEFAULT_SHARED, MODELS, environment, err, model_list, out  # noqa: E402
+from harness import DEFAULT_SHARED, MODELS, environment, err, model_list, out, train_data  # noqa: E402
 from tables import console_table, earlier_rows, md_checks, merged, print_checks, save  # noqa: E402
 
-SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 BATCH_SIZE = {"squad": 4}  # the qbert table's SQuAD setting (10 batches of 4 windows); GLUE: convert's default 8
 VARIANTS = {  # name -> (unpadded, torch threads, eigen solver)
     "padded-1": (False, 1, "power"),
@@ -51,7 +50,7 @@ def run_model(name: str, shared: Path, variants: list[str]) -> list[dict]:
 
     task = MODELS[name]
     loaded = load_hf_model(str(shared / "models" / name))
-    data = {"data_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
+    data = train_data(shared, task)
     batches = hessian.calibration_batches(loaded.model, task, loaded.tokenizer, num_batches=10,
                                           batch_size=BATCH_SIZE.get(task, 8), seed=0, **data)
     real = sum(int(b["attention_mask"].sum()) for b in batches)

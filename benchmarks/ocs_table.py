@@ -32,10 +32,10 @@ from harness import (  # noqa: E402
     fp32_export,
     reference_cache,
     run_validate,
+    train_data,
 )
 
 RATIOS = (0.01, 0.02, 0.05)
-SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 out = Console(width=200)
 err = Console(stderr=True, width=200)
 
@@ -61,7 +61,7 @@ def bench(name: str, shared: Path, work_root: Path, bits: list[int], squad_limit
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
     limit = squad_limit if task == "squad" else None
     # activation splits are chosen on train samples (SQuAD: the train36 half of the dev split)
-    calib = {"data_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
+    calib = train_data(shared, task)
 
     def calibrate(fp32_path, names):
         return observe_activations(fp32_path, names, task, samples=128, **calib)

@@ -46,11 +46,11 @@ from harness import (  # noqa: E402
     out,
     reference_cache,
     run_validate,
+    train_data,
 )
 from tables import console_table, md_checks, md_table, print_checks, save  # noqa: E402
 
 GROUPS = 128
-SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def produce(row: Row, fp32: Path, work: Path, task: str, data: dict, hessian: di
     if row.kind == "uniform":
         options = convert_options(method="aciq" if row.clip == "aciq" else "lq", bits=row.bits, **common)
     else:
-        qb = QBertOptions(task=task, data_dir=data.get("data_dir"), calib_file=data.get("calib_file"),
+        qb = QBertOptions(task=task, data_dir=data.get("data_dir"), calib_file=data.get("data_file"),
                           avg_bits=row.avg_bits or 3.0, mix=row.mix, order=row.order, batch_size=hessian_batch_size,
                           threads=1, hessian=hessian)
         options = ConvertOptions(method_options=replace(qb, clip=row.clip), **common)
@@ -170,7 +170,7 @@ def bench_model(name: str, shared: Path, work_root: Path, specs: list[Row], squa
     fp32, export_info = fp32_export(shared / "models" / name, work)
     (work / "qbert").mkdir(parents=True, exist_ok=True)
     eval_data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
-    calib = {"calib_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
+    calib = train_data(shared, task)
     limit = squad_limit if task == "squad" else None
     entry = {"model": name, "task": task, "fp32_path": str(fp32), "export": export_info, "rows": [],
              "squad_limit": limit}

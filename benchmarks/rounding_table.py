@@ -30,10 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
+    CALIB_SAMPLES,
     DEFAULT_SHARED,
     METRIC_LABEL,
     MODELS,
     SQUAD_FILE,
+    calibrator,
     copy_metadata,
     copy_tokenizer,
     describe_task,
@@ -44,12 +46,11 @@ from harness import (  # noqa: E402
     out,
     reference_cache,
     run_validate,
+    train_data,
 )
 from tables import console_table, md_checks, md_table, print_checks, save  # noqa: E402
 
-SQUAD_TRAIN = "data/squad/dev-v1.1-train36.json"
 GROUP = 32
-CALIB_SAMPLES = 128
 OURS = (("LQ", {"method": "lq"}), ("ACIQ", {"method": "aciq"}), ("OCS+ACIQ", {"method": "ocs", "clip": "aciq"}),
         ("OCS+act", {"method": "ocs", "ocs_activations": True}))
 # --methods names of the rows (OCS+act: OCS r = 0.02 that also splits the dynamic activations' outlier channels)
@@ -74,10 +75,6 @@ TARGETS = {
     ("minilm-l6-sst2", "LQ", 2, "group"): ("drop+agree", (0.5, 94.0)),
     ("minilm-l6-sst2", "ACIQ", 2, "channel"): ("drop", 1.5),
 }
-
-
-def calibration(shared: Path, task: str) -> dict:
-    return ({"calib_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"})
 
 
 def ours_rows(bits: list[int], qbert: bool, methods: tuple[str, ...] = ("lq", "aciq", "ocs", "ocs-act"),
@@ -119,15 +116,9 @@ def slug(row: dict) -> str:
 def convert_ours(row: dict, fp32: Path, path: Path, task: str, calib: dict, hessian: dict | None) -> dict:
     from dataclasses import replace
 
-    from bert2onnxq.analyse.activations import observe_activations
     from bert2onnxq.convert import convert
     from bert2onnxq.methods import convert_options, qbert_convert_options
     from bert2onnxq.methods.qbert import QBertOptions
-
-    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0, weights=None):
-        return observe_activations(fp32_path, names, task, samples=samples or CALIB_SAMPLES, moments=moments,
-                                   min_tokens=min_tokens, weights=weights,
-                                   data_dir=calib.get("data_dir"), data_file=calib.get("calib_file"))
 
     if row["kind"] == "qbert":
         options = replace(qbert_convert_options(QBertOptions(hessian=hessian, avg_bits=3.0, bit_choices=(2, 3, 4),
@@ -135,7 +126,7 @@ def convert_ours(row: dict, fp32: Path, path: Path, task: str, calib: dict, hess
                           **ROUNDING_OPTIONS[row["rounding"]])
     else:
         options = convert_options(**row["options"])
-    result = convert(str(fp32), path, options, calibrate=calibrate)
+    result = convert(str(fp32), path, options, calibrate=calibrator(task, calib))
     plan = result["plan"]
     errs = [(t.stats["out_err_nearest"], t.stats["out_err"]) for t in plan.weights if "out_err" in t.stats]
     info = {"bytes": result["bytes"], "plan_summary": plan.summary()}
@@ -181,7 +172,7 @@ def calibration_feeds(fp32: Path, task_name: str, calib: dict) -> list[dict]:
     tokenizer = load_tokenizer(fp32, model_metadata(fp32))
     widest = max(s.shape[0] for s in check_quantizable(load_ir(fp32)))
     features = _calibration_features(task, tokenizer, CALIB_SAMPLES, TOKENS_PER_INPUT * widest,
-                                     calib.get("data_dir"), calib.get("calib_file"))
+                                     calib.get("data_dir"), calib.get("data_file"))
     return [{k: np.asarray(v, dtype=np.int64)[None] for k, v in f.items()
              if k in ("input_ids", "attention_mask", "token_type_ids")} for f in features]
 
@@ -243,7 +234,7 @@ def bench_model(name: str, shared: Path, work_root: Path, bits: list[int], ort: 
     task = MODELS[name]
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
     limit = squad_limit if task == "squad" else None
-    calib = calibration(shared, task)
+    calib = train_data(shared, task)
     work = work_root / name
     fp32, _ = fp32_export(shared / "models" / name, work)
     hessian = None
