@@ -71,7 +71,7 @@ def gptq_integers(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, 
     if plan.rounding.get("sequential"):
         weights = gptq_sequential(model, plan, fp32_path, calibrate, progress)
     else:
-        weights, _ = quantize_plan(model, plan, input_moments(model, plan, fp32_path, calibrate, progress), progress)
+        weights = quantize_weights(model, plan, plan.weights, input_moments(model, plan, fp32_path, calibrate, progress))
     return {qt.name: qt for qt in weights}
 
 
