@@ -177,7 +177,8 @@ def test_convert_finetune_end_to_end(tmp_path, rounding):
     assert record["source_model"] == str(hf.resolve()) and record["examples"] + record["held_out"] == 40
     assert "fine-tuned 4 steps" in summary["plan_summary"]
     assert record["start"].startswith("GPTQ's integers" if rounding == "gptq" else "the FP32 weights")
-    assert "| Fine-tuned | yes" in out.with_suffix(".md").read_text()
+    card = out.with_suffix(".md").read_text()
+    assert "| Fine-tuned | yes" in card and "starting from " + record["start"] in card
     assert json.loads((tmp_path / "plan.json").read_text())["finetune"]["steps"] == 4
     again = subprocess.run([sys.executable, "-m", "bert2onnxq", "convert", "--model", str(fp32), "--plan",
                             str(tmp_path / "plan.json"), "-o", str(tmp_path / "again.onnx")], capture_output=True, text=True)
