@@ -94,22 +94,28 @@ GPTQ_GRIDS = {
 }
 
 
+@pytest.fixture(scope="module")
+def stsb(tiny_onnx, tmp_path_factory) -> dict:
+    from stsb_data import make_stsb
+
+    return make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
+
+
 @pytest.mark.parametrize("grid", list(GPTQ_GRIDS))
 def test_finetune_from_gptq_starts_on_its_integers_keeps_its_grid_and_ships_what_was_trained(
-        tiny_models, tiny_onnx, tmp_path_factory, tmp_path, grid):
+        tiny_models, stsb, tmp_path, grid):
     import copy
 
     import onnx
     import torch
     from onnx_ir import to_proto
-    from stsb_data import make_stsb, stsb_calibrate
+    from stsb_data import stsb_calibrate
 
     from bert2onnxq import numerics
     from bert2onnxq.convert import convert, gptq_integers
     from bert2onnxq.quantize.fake_quant import prepare
     from bert2onnxq.quantize.finetune import FinetuneJob
 
-    stsb = make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
     fp32, calibrate = stsb["fp32"], stsb_calibrate(stsb)
     options = convert_options(rounding="gptq", **GPTQ_GRIDS[grid])
     model = load_ir(fp32)
@@ -140,7 +146,8 @@ def test_finetune_from_gptq_starts_on_its_integers_keeps_its_grid_and_ships_what
     assert summary["plan"].finetune["start"].startswith("GPTQ's integers")
     post = {x.name: x for x in onnx.load(str(tmp_path / "g.onnx")).graph.initializer}
     tuned = {x.name: x for x in onnx.load(str(tmp_path / "c.onnx")).graph.initializer}
-    grids = [n for n in post if n.endswith(("_scale", "_zero_point", "_multiplier")) and n.split("_")[0] in start]
+    grids = [f"{w}{suffix}" for w in start for suffix in ("_scale", "_channel_scale", "_zero_point", "_multiplier")
+             if f"{w}{suffix}" in post]
     assert grids and all(post[n].SerializeToString() == tuned[n].SerializeToString() for n in grids)
     assert any(post[f"{n}_quantized"].raw_data != tuned[f"{n}_quantized"].raw_data for n in start)
 
