@@ -227,11 +227,8 @@ def train_data(shared: Path, task: str) -> dict:
     return {"data_file": shared / SQUAD_TRAIN} if task == "squad" else {"data_dir": shared / "data" / "glue"}
 
 
-def calibrator(task: str, train: dict, default_samples: int = CALIB_SAMPLES):
-    """convert's `calibrate` (GPTQ's inputs, static ranges) on the task's `train` data, as the CLI builds it."""
-    from bert2onnxq.analyse.activations import observe_activations
+def calibrator(task: str, train: dict):
+    """convert's `calibrate` (GPTQ's inputs, static ranges) on the task's `train` data (train_data)."""
+    from bert2onnxq.analyse.activations import task_calibrator
 
-    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0, weights=None):
-        return observe_activations(fp32_path, names, task, samples=samples or default_samples, moments=moments,
-                                   min_tokens=min_tokens, weights=weights, **train)
-    return calibrate
+    return task_calibrator(task, default_samples=CALIB_SAMPLES, **train)

@@ -46,13 +46,8 @@ def make_stsb(fp32: Path, folder: Path, dev: int = 48, train: int = 300) -> dict
     return {"fp32": fp32, "glue": folder}
 
 
-
-
 def stsb_calibrate(stsb: dict):
     """convert's `calibrate` on the synthetic STS-B train split of `make_stsb` (GPTQ's inputs, static ranges)."""
-    from bert2onnxq.analyse.activations import observe_activations
+    from bert2onnxq.analyse.activations import task_calibrator
 
-    def calibrate(path, names, samples=None, moments=False, min_tokens=0, weights=None):
-        return observe_activations(path, names, "stsb", samples=samples or 64, data_dir=stsb["glue"], moments=moments,
-                                   min_tokens=min_tokens, weights=weights)
-    return calibrate
+    return task_calibrator("stsb", default_samples=64, data_dir=stsb["glue"])

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from stsb_data import stsb_calibrate
 
 from bert2onnxq.numerics import (
     aciq_params,
@@ -118,10 +119,6 @@ def stsb(tiny_onnx, tmp_path_factory) -> dict:
     return make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
 
 
-def _calibrate(stsb):
-    from stsb_data import stsb_calibrate
-
-    return stsb_calibrate(stsb)
 
 
 @pytest.mark.parametrize("kw", [dict(method="lq", bits=3), dict(method="aciq", bits=2, granularity="group", group_size=16),
@@ -136,8 +133,8 @@ def test_gptq_convert_lowers_every_output_error_and_keeps_the_graph(stsb, tmp_pa
     from bert2onnxq.plan import QuantPlan
 
     fp32 = str(stsb["fp32"])
-    near = convert(fp32, tmp_path / "n.onnx", convert_options(**kw), calibrate=_calibrate(stsb))
-    got = convert(fp32, tmp_path / "g.onnx", convert_options(rounding="gptq", **kw), calibrate=_calibrate(stsb),
+    near = convert(fp32, tmp_path / "n.onnx", convert_options(**kw), calibrate=stsb_calibrate(stsb))
+    got = convert(fp32, tmp_path / "g.onnx", convert_options(rounding="gptq", **kw), calibrate=stsb_calibrate(stsb),
                   plan_out=tmp_path / "plan.json")
     plan = got["plan"]
     assert plan.rounding["method"] == "gptq" and plan.rounding["samples"] == 128 and plan.rounding["tokens"] > 0
@@ -151,7 +148,7 @@ def test_gptq_convert_lowers_every_output_error_and_keeps_the_graph(stsb, tmp_pa
     assert near["plan"].ideal_bytes() == pytest.approx(plan.ideal_bytes())
     assert any(x.raw_data != y.raw_data for x, y in zip(a.graph.initializer, b.graph.initializer))
     # --plan replay with the same calibration data gives the same integers
-    again = convert(fp32, tmp_path / "again.onnx", plan=QuantPlan.load(tmp_path / "plan.json"), calibrate=_calibrate(stsb))
+    again = convert(fp32, tmp_path / "again.onnx", plan=QuantPlan.load(tmp_path / "plan.json"), calibrate=stsb_calibrate(stsb))
     c = onnx.load(str(tmp_path / "again.onnx"))
     assert [x.SerializeToString() for x in c.graph.initializer] == [x.SerializeToString() for x in b.graph.initializer]
     assert again["plan"].rounding["tokens"] == plan.rounding["tokens"]
@@ -170,9 +167,9 @@ def test_gptq_grid_search_lowers_the_output_error_and_replays(stsb, tmp_path, kw
 
     fp32 = str(stsb["fp32"])
     fixed = convert(fp32, tmp_path / "f.onnx", convert_options(rounding="gptq", gptq_grid="fixed", **kw),
-                    calibrate=_calibrate(stsb))["plan"]
+                    calibrate=stsb_calibrate(stsb))["plan"]
     got = convert(fp32, tmp_path / "s.onnx", convert_options(rounding="gptq", gptq_grid="search", **kw),
-                  calibrate=_calibrate(stsb), plan_out=tmp_path / "plan.json")["plan"]
+                  calibrate=stsb_calibrate(stsb), plan_out=tmp_path / "plan.json")["plan"]
     assert got.rounding["grid"] == "search" and fixed.rounding["grid"] == "fixed"
 
     # per weight: GPTQ on the method's grid is the fixed run's, and the searched grid is kept only when it is better
@@ -185,7 +182,7 @@ def test_gptq_grid_search_lowers_the_output_error_and_replays(stsb, tmp_path, kw
             assert (b.stats["scale_mean"] < a.stats["scale_mean"]) == (b.stats["grid"] == "searched"), b.name
         chosen.append(b.stats["grid"])
     assert "searched" in chosen  # the search wins somewhere on every grid of this model
-    again = convert(fp32, tmp_path / "again.onnx", plan=QuantPlan.load(tmp_path / "plan.json"), calibrate=_calibrate(stsb))
+    again = convert(fp32, tmp_path / "again.onnx", plan=QuantPlan.load(tmp_path / "plan.json"), calibrate=stsb_calibrate(stsb))
     b, c = onnx.load(str(tmp_path / "s.onnx")), onnx.load(str(tmp_path / "again.onnx"))
     assert [x.SerializeToString() for x in c.graph.initializer] == [x.SerializeToString() for x in b.graph.initializer]
     assert again["plan"].rounding["grid"] == "search"
@@ -202,19 +199,19 @@ def test_gptq_bad_input(stsb, tmp_path):
         convert(fp32, tmp_path / "a.onnx", convert_options(bits=3, rounding="gptq"))
     with pytest.raises(BadInput, match="no weight to round"):
         convert(fp32, tmp_path / "b.onnx", convert_options(bits=3, rounding="gptq", skip=("encoder",)),
-                calibrate=_calibrate(stsb))
+                calibrate=stsb_calibrate(stsb))
     with pytest.raises(BadInput, match="unknown --gptq-grid"):
         convert(fp32, tmp_path / "c.onnx", convert_options(rounding="gptq", gptq_grid="best"))
     with pytest.raises(BadInput, match="unknown rounding"):
         convert(fp32, tmp_path / "c.onnx", convert_options(rounding="best"))
-    convert(fp32, tmp_path / "d.onnx", convert_options(bits=3, rounding="gptq"), calibrate=_calibrate(stsb),
+    convert(fp32, tmp_path / "d.onnx", convert_options(bits=3, rounding="gptq"), calibrate=stsb_calibrate(stsb),
             plan_out=tmp_path / "plan.json")
     with pytest.raises(BadInput, match="needs calibration samples"):  # replay needs the data again
         convert(fp32, tmp_path / "e.onnx", plan=QuantPlan.load(tmp_path / "plan.json"))
     old = QuantPlan.load(tmp_path / "plan.json")  # a plan from before the shuffled draw cannot be replayed as it was
     del old.rounding["draw"]
     with pytest.raises(BadInput, match="first examples in file order"):
-        convert(fp32, tmp_path / "f.onnx", plan=old, calibrate=_calibrate(stsb))
+        convert(fp32, tmp_path / "f.onnx", plan=old, calibrate=stsb_calibrate(stsb))
     assert not any((tmp_path / n).exists() for n in ("a.onnx", "e.onnx", "f.onnx"))
 
 
@@ -312,14 +309,14 @@ def test_runtime_weight_is_what_the_quantized_graph_computes(stsb, tmp_path, kw)
     fp32 = stsb["fp32"]
     model = load_ir(fp32)
     plan = decide(model, convert_options(act_bits=None, emb_bits=None, **kw))
-    fill_activation_plan(model, plan, fp32, _calibrate(stsb))
+    fill_activation_plan(model, plan, fp32, stsb_calibrate(stsb))
     replaced = {t.name: runtime_weight(plan, t, qt) for t, qt in zip(plan.weights, quantize_weights(model, plan, plan.weights, None))}
     proto = onnx.load(str(fp32))
     for init in proto.graph.initializer:
         if init.name in replaced:
             init.CopyFrom(numpy_helper.from_array(replaced[init.name], init.name))
     onnx.save(proto, str(tmp_path / "fake.onnx"))
-    convert(str(fp32), tmp_path / "q.onnx", plan=plan, calibrate=_calibrate(stsb))
+    convert(str(fp32), tmp_path / "q.onnx", plan=plan, calibrate=stsb_calibrate(stsb))
     import shutil
     for f in fp32.parent.iterdir():  # the tokenizer beside the fake-quant copy
         if f.suffix != ".onnx" and f.is_file():
@@ -344,9 +341,9 @@ def test_sequential_gptq_rounds_later_layers_on_the_rounded_inputs(stsb, tmp_pat
     from bert2onnxq.methods import convert_options
 
     fp32 = str(stsb["fp32"])
-    convert(fp32, tmp_path / "a.onnx", convert_options(bits=3, rounding="gptq"), calibrate=_calibrate(stsb))
+    convert(fp32, tmp_path / "a.onnx", convert_options(bits=3, rounding="gptq"), calibrate=stsb_calibrate(stsb))
     seq = convert(fp32, tmp_path / "b.onnx", convert_options(bits=3, rounding="gptq", gptq_sequential=True),
-                  calibrate=_calibrate(stsb), plan_out=tmp_path / "plan.json")
+                  calibrate=stsb_calibrate(stsb), plan_out=tmp_path / "plan.json")
     assert seq["plan"].rounding["sequential"] is True
     a, b = onnx.load(str(tmp_path / "a.onnx")), onnx.load(str(tmp_path / "b.onnx"))
     assert [(n.op_type, list(n.input)) for n in a.graph.node] == [(n.op_type, list(n.input)) for n in b.graph.node]
@@ -361,7 +358,7 @@ def test_sequential_gptq_rounds_later_layers_on_the_rounded_inputs(stsb, tmp_pat
     assert all(same(n) for n, layer in layers.items() if layer == first)
     assert not any(same(n) for n, layer in layers.items() if layer != first)
     from bert2onnxq.plan import QuantPlan
-    again = convert(fp32, tmp_path / "c.onnx", plan=QuantPlan.load(tmp_path / "plan.json"), calibrate=_calibrate(stsb))
+    again = convert(fp32, tmp_path / "c.onnx", plan=QuantPlan.load(tmp_path / "plan.json"), calibrate=stsb_calibrate(stsb))
     c = onnx.load(str(tmp_path / "c.onnx"))  # replay: the same integers
     assert [x.SerializeToString() for x in c.graph.initializer] == [x.SerializeToString() for x in b.graph.initializer]
     assert again["plan"].rounding["sequential"] is True

@@ -134,6 +134,18 @@ def observe_activations(
     return observers
 
 
+def task_calibrator(task_name: str, *, default_samples: int = 128, data_dir: Path | None = None,
+                    data_file: Path | None = None, progress=None):
+    """convert's `calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0, weights=None)`:
+    `observe_activations` on train examples of `task_name` (`default_samples` when none are asked for)."""
+
+    def calibrate(fp32_path, names, samples=None, moments=False, min_tokens=0, weights=None):
+        return observe_activations(fp32_path, names, task_name, samples=samples or default_samples, data_dir=data_dir,
+                                   data_file=data_file, moments=moments, min_tokens=min_tokens, progress=progress,
+                                   weights=weights)
+    return calibrate
+
+
 def _calibration_features(task, tokenizer, samples: int, min_tokens: int, data_dir, data_file) -> list[dict]:
     """Features of `samples` train examples in calibration order (a seeded shuffle of the split),
     extended in that order until they hold `min_tokens` tokens."""

@@ -51,12 +51,11 @@ class Setup:
 
     def calibrate(self, fp32_path, names, samples=None, moments=False, min_tokens=0, weights=None):
         """Activation statistics on the task's train samples (static ranges, activation splits, GPTQ)."""
-        from ..analyse.activations import observe_activations
+        from ..analyse.activations import task_calibrator
 
-        return observe_activations(fp32_path, names, self.task, samples=samples or 128, moments=moments,
-                                   min_tokens=min_tokens, weights=weights,
-                                   data_dir=Path(self.data_dir) if self.data_dir else None,
-                                   data_file=Path(self.calib_file) if self.calib_file else None)
+        calibrate = task_calibrator(self.task, data_dir=Path(self.data_dir) if self.data_dir else None,
+                                    data_file=Path(self.calib_file) if self.calib_file else None)
+        return calibrate(fp32_path, names, samples, moments, min_tokens, weights)
 
     def protocol(self):
         from ..validate import Protocol
