@@ -39,6 +39,8 @@ NEURON = {"granularity": "neuron-group", "groups": 128, "symmetric": False}
 ROWS = {
     "qb23": ("Q-BERT mix 2/3", {"method": "qbert", "mix": (2, 3)}),
     "qb3": ("Q-BERT avg 3", {"method": "qbert", "avg_bits": 3.0}),
+    "qb23g": ("Q-BERT mix 2/3, GPTQ", {"method": "qbert", "mix": (2, 3), "rounding": "gptq"}),
+    "qb3g": ("Q-BERT avg 3, GPTQ", {"method": "qbert", "avg_bits": 3.0, "rounding": "gptq"}),
     "u2": ("uniform 2-bit neuron groups (ACIQ)", {"method": "aciq", "bits": 2, **NEURON}),
     "u3": ("uniform 3-bit neuron groups (ACIQ)", {"method": "aciq", "bits": 3, **NEURON}),
     "u2g": ("uniform 2-bit neuron groups (ACIQ), GPTQ", {"method": "aciq", "bits": 2, **NEURON, "rounding": "gptq"}),
