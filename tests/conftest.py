@@ -72,6 +72,14 @@ def tiny_onnx(tiny_models, tmp_path_factory) -> dict[str, Path]:
     return {head: Path(export(str(src), root / head / "model.onnx")["output"]) for head, src in tiny_models.items()}
 
 
+@pytest.fixture(scope="module")
+def stsb(tiny_onnx, tmp_path_factory) -> dict:
+    """A synthetic STS-B task (train and dev TSVs) for the tiny regression model, once per test module."""
+    from stsb_data import make_stsb
+
+    return make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     """The shared models' uncased WordPiece tokenizer (fast, offline)."""

@@ -94,13 +94,6 @@ GPTQ_GRIDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def stsb(tiny_onnx, tmp_path_factory) -> dict:
-    from stsb_data import make_stsb
-
-    return make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
-
-
 @pytest.mark.parametrize("grid", list(GPTQ_GRIDS))
 def test_finetune_from_gptq_starts_on_its_integers_keeps_its_grid_and_ships_what_was_trained(
         tiny_models, stsb, tmp_path, grid):

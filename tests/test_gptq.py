@@ -112,15 +112,6 @@ def test_bad_shapes():
 # --- convert --rounding gptq on the tiny regression BERT (synthetic STS-B data: no ../shared needed) --------
 
 
-@pytest.fixture(scope="module")
-def stsb(tiny_onnx, tmp_path_factory) -> dict:
-    from stsb_data import make_stsb
-
-    return make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
-
-
-
-
 @pytest.mark.parametrize("kw", [dict(method="lq", bits=3), dict(method="aciq", bits=2, granularity="group", group_size=16),
                                 dict(method="ocs", bits=3, ocs_ratio=0.1, clip="aciq"),
                                 dict(method="ocs", bits=4, ocs_ratio=0.1, ocs_activations=True),

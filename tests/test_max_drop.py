@@ -6,15 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from conftest import assert_one_line_error, run_cli
-from stsb_data import make_stsb
-
-
-@pytest.fixture(scope="module")
-def stsb(tiny_onnx, tmp_path_factory) -> dict:
-    return make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

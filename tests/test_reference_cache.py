@@ -5,13 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stsb_data import make_stsb
-
-
-@pytest.fixture(scope="module")
-def stsb(tiny_onnx, tmp_path_factory) -> dict:
-    return make_stsb(tiny_onnx["regression"], tmp_path_factory.mktemp("glue"))
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # the reference cache and subsets
