@@ -67,15 +67,17 @@ def quantize_sequential(model: ir.Model, plan: QuantPlan, fp32_path: Path, calib
 
 def gptq_integers(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, progress=None) -> dict:
     """{weight: QuantizedTensor} GPTQ gives the plan's weights (sequentially when the plan says so):
-    where `--finetune` starts from on a GPTQ plan."""
+    where `--finetune` starts from on a GPTQ plan (each with its latent: QuantizedTensor.latent)."""
     if plan.rounding.get("sequential"):
-        weights = gptq_sequential(model, plan, fp32_path, calibrate, progress)
+        weights = gptq_sequential(model, plan, fp32_path, calibrate, progress, keep_latent=True)
     else:
-        weights = quantize_weights(model, plan, plan.weights, input_moments(model, plan, fp32_path, calibrate, progress))
+        weights = quantize_weights(model, plan, plan.weights, input_moments(model, plan, fp32_path, calibrate, progress),
+                                   keep_latent=True)
     return {qt.name: qt for qt in weights}
 
 
-def gptq_sequential(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, progress=None) -> list:
+def gptq_sequential(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, progress=None,
+                    keep_latent: bool = False) -> list:
     """GPTQ layer by layer, in encoder order: each layer's inputs are measured on the FP32 model whose
     earlier layers already hold their rounded weights, so a layer absorbs the error of those before it."""
     rounded, done = {}, {}
@@ -84,7 +86,7 @@ def gptq_sequential(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate
     for layer in layers:
         group = [t for t in plan.weights if t.layer == layer]
         moments = input_moments(model, plan, fp32_path, calibrate, only=group, weights=dict(done))
-        for t, qt in zip(group, quantize_weights(model, plan, group, moments)):
+        for t, qt in zip(group, quantize_weights(model, plan, group, moments, keep_latent=keep_latent)):
             rounded[t.name] = qt
             done[t.name] = runtime_weight(plan, t, qt)
         if tick:

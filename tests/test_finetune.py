@@ -116,11 +116,15 @@ def test_finetune_from_gptq_starts_on_its_integers_keeps_its_grid_and_ships_what
     check_kernels(plan)
     start = gptq_integers(model, plan, fp32, calibrate)
     loaded = load_hf_model(str(tiny_models["regression"]))
-    # before training, the student's weights are GPTQ's dequantized integers, exactly
+    # before training, the student's weights are GPTQ's dequantized integers, exactly; its latent weights
+    # are GPTQ's compensated ones, off the cells' centres
     modules = dict(prepare(copy.deepcopy(loaded.model), plan, start).named_modules())
     for t in plan.weights:
-        got = modules[t.name.removesuffix(".weight")].weight.detach().numpy().T
-        assert np.array_equal(got, numerics.dequantize(start[t.name].values, start[t.name].params)), t.name
+        module, q = modules[t.name.removesuffix(".weight")], start[t.name]
+        got = module.weight.detach().numpy().T
+        assert np.array_equal(got, numerics.dequantize(q.values, q.params)), t.name
+        latent = module.parametrizations.weight.original.detach().numpy().T
+        assert np.array_equal(latent, q.latent) and not np.allclose(latent, got), t.name
     settings = FinetuneSettings(steps=3, batch_size=4, lr=1e-2, eval_every=0)
     record, student = finetune(model, plan, loaded, _features(), settings, data="synthetic", start=start)
     assert record["start"].startswith("GPTQ's integers")

@@ -22,8 +22,10 @@ from bert2onnxq.numerics.gptq import (
     damped,
     expand_moment,
     gptq_quantize,
+    gptq_round,
     output_error,
     upper_cholesky_of_inverse,
+    within_cells,
 )
 
 K, N = 64, 48
@@ -59,6 +61,30 @@ def test_identity_hessian_is_nearest_rounding(act_order, block):
         h = np.eye(matrix.shape[0])
         got = gptq_quantize(matrix, h, params, GPTQSettings(damp=0.01, block=block, act_order=act_order))
         np.testing.assert_array_equal(got, quantize(matrix, params), err_msg=label)
+
+
+def test_compensated_weights_round_to_the_integers_and_latent_keeps_their_place_in_the_cell():
+    rng = np.random.default_rng(5)
+    w = (rng.normal(size=(K, N)) * 0.05).astype(np.float32)
+    x = correlated_inputs(rng)
+    for label, matrix, params, index in grids(w):
+        if index is not None:
+            continue
+        # H = I: no compensation, the weights are W itself
+        q, updated = gptq_round(matrix, np.eye(K), params)
+        np.testing.assert_array_equal(updated, matrix.astype(np.float64), err_msg=label)
+        q, updated = gptq_round(matrix, x.T @ x, params)
+        np.testing.assert_array_equal(q, gptq_quantize(matrix, x.T @ x, params), err_msg=label)
+        np.testing.assert_array_equal(quantize(updated, params), q, err_msg=label)  # nearest rounding of each
+        assert np.abs(updated - matrix).max() > 0.1 * np.abs(matrix).max(), label  # compensation moved them
+        latent = within_cells(q, updated, params).astype(np.float32)
+        np.testing.assert_array_equal(quantize(latent, params), q, err_msg=label)
+        # inside the grid's range the latent is the compensated weight; clipped ones sit at the cell's edge
+        scale = np.broadcast_to(dequantize(np.ones_like(q), params) - dequantize(np.zeros_like(q), params), q.shape)
+        inside = np.abs(updated - dequantize(q, params)) < 0.49 * np.abs(scale)
+        assert inside.mean() > 0.9, label
+        np.testing.assert_allclose(latent[inside], updated[inside], rtol=0, atol=1e-6, err_msg=label)
+        assert np.all(np.abs(latent - dequantize(q, params)) <= 0.49 * np.abs(scale) + 1e-7), label
 
 
 def test_lower_output_error_than_nearest_on_every_grid():

@@ -45,6 +45,13 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, params: QuantParams, settings: G
 
     Returns the same dtype and layout as numerics.quantize (int8 if signed else uint8).
     """
+    return gptq_round(w, h, params, settings)[0]
+
+
+def gptq_round(w: np.ndarray, h: np.ndarray, params: QuantParams,
+               settings: GPTQSettings = GPTQSettings()) -> tuple[np.ndarray, np.ndarray]:
+    """gptq_quantize's integers, and the error-compensated weights they are the nearest rounding of
+    (each row as it stood when rounded, float64, W's layout): where training through the grid starts."""
     w = np.asarray(w, dtype=np.float64)
     k, n = w.shape
     if h.shape != (k, k):
@@ -61,21 +68,36 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, params: QuantParams, settings: G
     w, scale, zero, hd = w[order], scale[order], zero[order], hd[np.ix_(order, order)]
     u = upper_cholesky_of_inverse(hd)
     q = np.empty((k, n), dtype=np.float64)
+    updated = np.empty((k, n), dtype=np.float64)
     for start in range(0, k, settings.block):
         stop = min(start + settings.block, k)
         wb = w[start:stop].copy()
         errors = np.empty_like(wb)
         for i in range(stop - start):
             r = start + i
+            updated[r] = wb[i]
             qi = np.clip(np.rint(wb[i] / scale[r]) + zero[r], qmin, qmax)
             q[r] = qi
             err = (wb[i] - (qi - zero[r]) * scale[r]) / u[r, r]
             wb[i + 1:] -= np.outer(u[r, r + 1:stop], err)
             errors[i] = err
         w[stop:] -= u[start:stop, stop:].T @ errors
-    out = np.empty_like(q)
-    out[order] = q
-    return out.astype(np.int8 if params.signed else np.uint8)
+    out, before = np.empty_like(q), np.empty_like(updated)
+    out[order], before[order] = q, updated
+    return out.astype(np.int8 if params.signed else np.uint8), before
+
+
+def within_cells(q: np.ndarray, updated: np.ndarray, params: QuantParams, margin: float = 0.49) -> np.ndarray:
+    """Float weights that round back to the integers q on `params`' grid and sit where `updated` sits
+    inside each rounding cell (clipped to +-margin of a step, so float32 rounding cannot change a q):
+    a latent that keeps how close each of GPTQ's decisions was, so training can move the near ones."""
+    scale = expand_scale(params.scale, q.shape, params.axis, params.block_size).astype(np.float64)
+    zero = (expand_scale(params.zero_point, q.shape, params.axis, params.block_size).astype(np.float64)
+            if params.zero_point is not None else np.zeros_like(scale))
+    q = q.astype(np.float64)
+    cell = np.divide(np.asarray(updated, np.float64), scale, out=q - zero, where=scale > 0) + zero - q
+    offset = np.clip(cell, -margin, margin)
+    return (q - zero + offset) * scale
 
 
 def dynamic_quantize(x: np.ndarray) -> np.ndarray:

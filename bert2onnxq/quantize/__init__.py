@@ -20,10 +20,11 @@ from ..methods.common import grid_options, method_grid
 from ..numerics.gptq import (
     GPTQSettings,
     expand_moment,
-    gptq_quantize,
+    gptq_round,
     input_aware_target,
     output_error,
     output_error_quantized_inputs,
+    within_cells,
 )
 from ..numerics.grid_search import search_range
 from ..onnx_io import weight_array
@@ -67,9 +68,11 @@ def quantize_plan(model: ir.Model, plan: QuantPlan, moments: dict | None = None,
 
 
 def quantize_weights(model: ir.Model, plan: QuantPlan, tensors: list[TensorPlan], moments: dict | None,
-                     tick=None, kept: dict[str, numerics.QuantParams] | None = None) -> list[QuantizedTensor]:
+                     tick=None, kept: dict[str, numerics.QuantParams] | None = None,
+                     keep_latent: bool = False) -> list[QuantizedTensor]:
     """The QuantizedTensor of each of `tensors` (weights of `plan`); GPTQ rounds on `moments`, or
-    (`kept`) each weight is rounded to the nearest point of the grid given for it."""
+    (`kept`) each weight is rounded to the nearest point of the grid given for it. `keep_latent`: GPTQ's
+    tensors keep the float weights fine-tuning starts from (QuantizedTensor.latent)."""
     inputs, kept = {}, kept or {}
     if plan.rounding.get("method") == "gptq" and not kept:
         if moments is None:
@@ -78,7 +81,7 @@ def quantize_weights(model: ir.Model, plan: QuantPlan, tensors: list[TensorPlan]
         inputs = {w: moments[x] for x, ws in activation_readers(model, plan).items() for w in ws if x in moments}
     weights = []
     for t in tensors:
-        weights.append(_quantize_weight(model, plan, t, inputs.get(t.name), kept.get(t.name)))
+        weights.append(_quantize_weight(model, plan, t, inputs.get(t.name), kept.get(t.name), keep_latent))
         if tick:
             tick(1)
     return weights
@@ -111,18 +114,20 @@ def runtime_weight(plan: QuantPlan, t: TensorPlan, qt: QuantizedTensor) -> np.nd
 
 
 def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed,
-                     kept: numerics.QuantParams | None = None) -> QuantizedTensor:
+                     kept: numerics.QuantParams | None = None, keep_latent: bool = False) -> QuantizedTensor:
     w = weight_array(model, t.name)
     act_split = activation_split(plan, t)
     w_in = w if act_split is None else w[act_split.index]  # rows duplicated unchanged for x' = x[idx] * f
     matrix, method_params, index = method_grid(w_in, t)
     params = kept or _kernel_form(matrix, method_params, t)
     q = numerics.quantize(matrix, params)
-    errors = {}
+    errors, updated = {}, None
     if observed is not None and kept is None:
-        q, params, errors = _gptq(plan, t, w, matrix, (params, method_params), q, index, act_split, observed)
+        q, params, errors, updated = _gptq(plan, t, w, matrix, (params, method_params), q, index, act_split, observed)
     t.stats = {**_stats(matrix, q, params), **errors}
     qt = QuantizedTensor(t.name, q, params, index, bit_packed=t.storage == "bits")
+    if keep_latent and updated is not None and index is None:  # OCS rows: finetune does not start from GPTQ there
+        qt.latent = within_cells(q, updated, params).astype(np.float32)
     if t.kernel == "int8-two-level":
         qt.form = "two-level"
     if index is not None:
@@ -145,8 +150,8 @@ def _quantize_weight(model: ir.Model, plan: QuantPlan, t: TensorPlan, observed,
 def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, method_grids, q_nearest, index, act_split, observed):
     """GPTQ integers for `matrix` on the moments of the input it really reads, on the method's grid or
     (rounding grid "search") the searched one, whichever gives the lower output error on the calibration
-    inputs; that grid, and the output errors (nearest on the method's grid, then GPTQ). `method_grids`:
-    the method's params in the kernel's form, and before it."""
+    inputs; that grid, the output errors (nearest on the method's grid, then GPTQ), and the compensated
+    weights the integers round from (gptq_round). `method_grids`: the method's params in the kernel's form, and before it."""
     r = plan.rounding
     aware = _quantized_inputs(plan, t, act_split)
     if aware:
@@ -171,14 +176,14 @@ def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, method_grids, q_nearest, in
     settings = GPTQSettings(r["damp"], r["block"], r["act_order"])
     tried = []
     for params in grids:  # the first grid wins ties: a search that does not help changes nothing
-        q = gptq_quantize(target, h, params, settings)
-        tried.append((error(q, params), q, params))
+        q, updated = gptq_round(target, h, params, settings)
+        tried.append((error(q, params), q, params, updated))
     best = min(range(len(tried)), key=lambda i: tried[i][0])
-    err, q, params = tried[best]
+    err, q, params, updated = tried[best]
     errors = {"out_err_nearest": error(q_nearest, grids[0]), "out_err": err, "gptq_inputs": "quantized" if aware else "fp32"}
     if len(grids) > 1:
         errors.update(grid="searched" if best else "method", out_err_method_grid=tried[0][0])
-    return q, params, errors
+    return q, params, errors, updated
 
 
 def _quantized_inputs(plan: QuantPlan, t: TensorPlan, act_split) -> bool:

@@ -4,7 +4,9 @@
 the graph multiplies with (`quantize.runtime_weight` on `quantize.weight_grid`: the numerics that
 write the file), its input the 8-bit activation its kernel sees, and the embedding tables their int8
 rows. Gradients pass straight through the rounding (STE). Given GPTQ's integers (`start`), a weight
-starts at their dequantized values and keeps their grid, so training begins from the rounded file.
+keeps their grid and starts where GPTQ's compensated weight sat in each rounding cell (numerics.within_cells):
+it rounds to GPTQ's integers, so training begins from the rounded file, and a near decision flips with a small
+step (from the cells' centres, the dequantized values, no weight would move at fine-tuning learning rates).
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def refresh_grids(hf_model) -> None:
 
 def prepare(hf_model, plan: QuantPlan, start: dict[str, QuantizedTensor] | None = None):
     """Wrap `hf_model` (in place) so that its forward computes what the quantized file will (module docstring).
-    `start` {weight: GPTQ's QuantizedTensor}: those weights start at its dequantized values, on its grid."""
+    `start` {weight: GPTQ's QuantizedTensor}: those weights start at its latent (or dequantized values), on its grid."""
     import torch
     from torch.nn.utils import parametrize
 
@@ -129,9 +131,10 @@ def prepare(hf_model, plan: QuantPlan, start: dict[str, QuantizedTensor] | None 
             raise BadInput(f"the Hugging Face model has no Linear '{t.name}' of shape {list(t.shape[::-1])}: pass the "
                            "model this ONNX was exported from with --hf-model")
         begin = (start or {}).get(t.name)
-        if begin is not None:  # W = dequantized integers: on the kept grid, rounding gives them back exactly
+        if begin is not None:  # on the kept grid, rounding gives GPTQ's integers back exactly
+            start_w = begin.latent if begin.latent is not None else numerics.dequantize(begin.values, begin.params)
             with torch.no_grad():
-                module.weight.copy_(torch.from_numpy(numerics.dequantize(begin.values, begin.params).T.copy()))
+                module.weight.copy_(torch.from_numpy(np.ascontiguousarray(start_w.T, np.float32)))
         grid = _grid_module(plan, t, begin.params if begin is not None else None)
         if begin is None:
             grid.refresh(module.weight)

@@ -7,8 +7,8 @@ not, ACIQ clip, OCS splits, two-level scales), its input by the 8-bit activation
 (DynamicQuantizeLinear's per-tensor uint8 for the int8 GEMM; MatMulNBits' per-block int8), and the
 embedding tables by their int8 rows (frozen). The grid is recomputed from the current weights every
 few steps and after the last one, as convert recomputes it from the final weights, so the file holds
-exactly what was trained. With `--rounding gptq` training starts from GPTQ's integers instead, on GPTQ's
-grid, which stays fixed (a grid recomputed from the rounded weights would move their range, and what was
+exactly what was trained. With `--rounding gptq` training starts from GPTQ's integers instead (each
+weight where GPTQ's compensated weight sat in its rounding cell), on GPTQ's grid, which stays fixed (a grid recomputed from the rounded weights would move their range, and what was
 rounded), and the file holds the nearest integers on that grid. Gradients pass straight through the rounding (STE). The loss is distillation from the FP32 model: KL between
 softened logits (QA: start and end over the sequence; regression: squared error), plus optionally the
 hidden states' squared error.
@@ -254,7 +254,7 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
         replaced = write_back(model, student, teacher)
     finally:
         torch.set_num_threads(threads)
-    begin = ("GPTQ's integers, on GPTQ's grid, kept while training" if start else
+    begin = ("GPTQ's integers (latent: GPTQ's compensated weights within their cells), on GPTQ's grid, kept" if start else
              f"the FP32 weights, on the plan's grid recomputed every {settings.refresh} steps")
     return {**asdict(settings), "data": data, "teacher": "the FP32 source model (distillation)", "start": begin,
             "source_model": str(loaded.source), "examples": len(train), "held_out": len(dev), "tokens": tokens, "seconds": round(seconds, 1),

@@ -22,3 +22,4 @@ class QuantizedTensor:
     form: str = "plain"  # plain | ocs-fold | two-level (graph/qdq_weights.py's docstring)
     load_as: str | None = None  # plain form: signed container name to Cast to at session start (int8, int4)
     bit_packed: bool = False  # stored `bits` bits each in uint8 bytes, unpacked by the graph at load
+    latent: np.ndarray | None = None  # GPTQ, kept for --finetune: float32 weights that round to `values` (within_cells)
