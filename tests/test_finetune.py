@@ -18,7 +18,7 @@ from bert2onnxq.export import load_hf_model
 from bert2onnxq.methods import convert_options
 from bert2onnxq.onnx_io import load_ir, save_onnx, weight_array
 from bert2onnxq.plan import check_kernels
-from bert2onnxq.quantize.finetune import FinetuneSettings, finetune
+from bert2onnxq.quantize.finetune import FinetuneSettings, finetune, train_batches
 
 
 def _features(n=24, vocab=60, seed=1):
@@ -29,6 +29,27 @@ def _features(n=24, vocab=60, seed=1):
         out.append({"input_ids": rng.integers(5, vocab, length), "attention_mask": np.ones(length, np.int64),
                     "token_type_ids": np.zeros(length, np.int64)})
     return out
+
+
+def test_train_batches_cover_a_pass_and_grouped_ones_pad_as_little_as_sorting():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 385, 1000)
+
+    def padded(batches):
+        return sum(int(lengths[b].max()) * len(b) for b in batches)
+
+    for grouped in (False, True):
+        batches = train_batches(lengths, 16, np.random.default_rng(1), grouped, megabatch=100)
+        seen = np.concatenate(batches)
+        assert all(len(b) == 16 for b in batches) and len(seen) == 992 and len(set(seen.tolist())) == 992
+        if grouped:  # one run of 62 batches: as little padding as sorting those 992 examples by length
+            best = np.sort(lengths[seen])[::-1]
+            assert padded(batches) == sum(int(best[i]) * 16 for i in range(0, 992, 16))
+            assert padded(batches) < 0.7 * padded(train_batches(lengths, 16, np.random.default_rng(1), False))
+    # without grouping, the batches are the shuffle cut in order
+    order = np.random.default_rng(2).permutation(1000)[:992]
+    np.testing.assert_array_equal(np.concatenate(train_batches(lengths, 16, np.random.default_rng(2), False)), order)
+    assert [len(b) for b in train_batches(lengths[:5], 16, rng)] == [5]
 
 
 GRIDS = {

@@ -9,7 +9,7 @@ from ..quantize.finetune import FinetuneSettings
 
 _D = FinetuneSettings()
 RECIPE = ("finetune_steps", "finetune_batch_size", "finetune_lr", "finetune_temperature", "finetune_hidden_weight",
-          "finetune_seed", "finetune_threads")
+          "finetune_seed", "finetune_threads", "finetune_group_by_length")
 
 finetune_options = cloup.option_group(
     "Quantization-aware fine-tuning (--finetune; every method, Q-BERT as the paper does it)",
@@ -24,6 +24,8 @@ finetune_options = cloup.option_group(
     cloup.option("--finetune-hidden-weight", type=click.FloatRange(min=0), default=_D.hidden_weight, show_default=True,
                  help="Weight of the hidden states' squared error in the loss (0: logits only)."),
     cloup.option("--finetune-seed", type=int, default=_D.seed, show_default=True),
+    cloup.option("--finetune-group-by-length/--no-finetune-group-by-length", default=_D.group_by_length, show_default=True,
+                 help="Batches of examples of similar lengths (cut from runs of 50 shuffled batches): less padding."),
     cloup.option("--finetune-threads", type=click.IntRange(0), default=_D.threads, show_default=True,
                  help="torch threads (0: torch's default)."),
 )
@@ -49,5 +51,6 @@ def finetune_job(p: dict):
         raise BadInput("--finetune does not combine with --max-drop yet: fine-tune the plan --max-drop chose, with --plan")
     settings = FinetuneSettings(steps=p["finetune_steps"], batch_size=p["finetune_batch_size"], lr=p["finetune_lr"],
                                 temperature=p["finetune_temperature"], hidden_weight=p["finetune_hidden_weight"],
-                                seed=p["finetune_seed"], threads=p["finetune_threads"])
+                                seed=p["finetune_seed"], threads=p["finetune_threads"],
+                                group_by_length=p["finetune_group_by_length"])
     return FinetuneJob(settings, p["task"], p["data_dir"], p["calib_file"], str(p["hf_model"]) if p["hf_model"] else None)
