@@ -58,14 +58,14 @@ def _options(task: str, calib: dict, spec: dict):
     return convert_options(**spec)
 
 
-def recipe_tag(steps: int, lr: float, hidden_weight: float) -> str:
-    """What differs from the default recipe (600 steps, lr 2e-5, no hidden states), for file names and rows."""
+def recipe_tag(steps: int, lr: float, hidden_weight: float, grouped: bool = True) -> str:
+    """What differs from the default recipe (600 steps, lr 2e-5, no hidden states, grouped), for file names."""
     return "".join([f"-s{steps}" if steps != 600 else "", f"-lr{lr:g}" if lr != 2e-5 else "",
-                    f"-h{hidden_weight:g}" if hidden_weight else ""])
+                    f"-h{hidden_weight:g}" if hidden_weight else "", "" if grouped else "-ng"])
 
 
 def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, reuse: bool, lr: float = 2e-5,
-              hidden_weight: float = 0.0) -> list[dict]:
+              hidden_weight: float = 0.0, grouped: bool = True) -> list[dict]:
     from bert2onnxq.convert import convert
     from bert2onnxq.onnx_io import model_metadata
     from bert2onnxq.plan import QuantPlan
@@ -80,10 +80,10 @@ def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, 
     for row in rows:
         label, spec = ROWS[row]
         for tuned in (False, True):
-            path = work / name / f"{row}{'-ft' + recipe_tag(steps, lr, hidden_weight) if tuned else ''}.onnx"
+            path = work / name / f"{row}{'-ft' + recipe_tag(steps, lr, hidden_weight, grouped) if tuned else ''}.onnx"
             t0 = time.perf_counter()
             if not (reuse and path.is_file()):
-                settings = FinetuneSettings(steps=steps, lr=lr, hidden_weight=hidden_weight)
+                settings = FinetuneSettings(steps=steps, lr=lr, hidden_weight=hidden_weight, group_by_length=grouped)
                 job = FinetuneJob(settings, task, calib.get("data_dir"), calib.get("data_file")) if tuned else None
                 convert(str(fp32), path, _options(task, calib, spec), finetune=job, calibrate=calibrate,
                         log=lambda line: err.print(line))
@@ -98,8 +98,9 @@ def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, 
                             "agreement": r["comparison"]["agreement"], "logit_rel_rms": r["comparison"]["logit_rel_rms"],
                             "batch": r["protocol"]["batch_size"], "mib": path.stat().st_size / 2**20,
                             "convert_seconds": round(convert_s, 1) if not (reuse and convert_s < 1) else None,
-                            "finetune": {k: ft.get(k) for k in ("steps", "batch_size", "lr", "temperature", "hidden_weight", "seconds",
-                                                                "examples", "loss_first", "loss_last", "agreement")} if ft else None})
+                            "finetune": {k: ft.get(k) for k in ("steps", "batch_size", "lr", "temperature", "hidden_weight", "group_by_length",
+                                                                "seconds", "examples", "loss_first", "loss_last", "agreement")}
+                            if ft else None})
             x = results[-1]
             err.print(f"{name:16s} {label:38s} {'fine-tuned' if tuned else 'post-training':13s} {primary} {x['metric']:.2f} "
                       f"(FP32 {x['fp32_metric']:.2f}, drop {x['drop']:+.2f}) agree {x['agreement']:.2f}%")
@@ -108,12 +109,14 @@ def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, 
 
 def _key(row: dict) -> tuple:
     ft = row["finetune"] or {}
-    return (row["model"], row["row"], row["finetuned"], ft.get("steps"), ft.get("lr"), ft.get("hidden_weight") or 0.0)
+    return (row["model"], row["row"], row["finetuned"], ft.get("steps"), ft.get("lr"), ft.get("hidden_weight") or 0.0,
+            bool(ft.get("group_by_length")))
 
 
 def _recipe(ft: dict) -> str:
     return (f"{ft['steps']} steps" + (f", lr {ft['lr']:g}" if ft["lr"] != 2e-5 else "")
-            + (f", hidden-state MSE x{ft['hidden_weight']:g}" if ft.get("hidden_weight") else ""))
+            + (f", hidden-state MSE x{ft['hidden_weight']:g}" if ft.get("hidden_weight") else "")
+            + (", grouped by length" if ft.get("group_by_length") else ""))
 
 
 def checks(rows: list[dict]) -> list[dict]:
@@ -126,7 +129,8 @@ def _ordered(rows: list[dict]) -> list[dict]:
     """By model (first seen), row, then post-training before its fine-tuned recipes (merged runs interleave)."""
     models = list(dict.fromkeys(r["model"] for r in rows))
     return sorted(rows, key=lambda r: (models.index(r["model"]), list(ROWS).index(r["row"]), r["finetuned"],
-                                       (r["finetune"] or {}).get("hidden_weight") or 0.0, (r["finetune"] or {}).get("steps") or 0))
+                                       (r["finetune"] or {}).get("hidden_weight") or 0.0, (r["finetune"] or {}).get("steps") or 0,
+                                       (r["finetune"] or {}).get("lr") or 0.0, bool((r["finetune"] or {}).get("group_by_length"))))
 
 
 def markdown(report: dict) -> str:
@@ -134,10 +138,11 @@ def markdown(report: dict) -> str:
     intro = (f"Generated by `{report['command']}` on {report['environment']['machine']}, ONNX Runtime "
              f"{report['environment']['onnxruntime']}, bert2onnxq commit {report['environment']['git_commit']}. "
              "8-bit dynamic activations, int8 embeddings, nearest rounding unless the row says GPTQ (`--rounding gptq`, "
-             f"searched ranges, {CALIB_SAMPLES} calibration samples; fine-tuned, it starts from GPTQ's integers and "
-             "keeps GPTQ's grid); fine-tuned rows: `convert --finetune` "
+             f"searched ranges, {CALIB_SAMPLES} calibration samples; fine-tuned, it starts from GPTQ's integers, each "
+             "weight where GPTQ's compensated weight sat in its cell, and keeps GPTQ's grid); fine-tuned rows: `convert --finetune` "
              "with the steps shown (batch 16, lr 2e-5 unless shown, T 2, logits distilled from FP32 on the task's "
-             "train split, plus the hidden states' MSE where shown). "
+             "train split, plus the hidden states' MSE where shown; batches grouped by length where shown, "
+             "cut from the shuffle in order otherwise). "
              "Each file scored at `validate`'s default batch against the FP32 export.")
     lines = ["# Post-training vs quantization-aware fine-tuning", "", intro, ""]
     header = ["model", "row", "", "metric", "FP32", "drop", "agreement %", "logit rel RMS", "MiB", "fine-tuning"]
@@ -160,11 +165,13 @@ def markdown(report: dict) -> str:
 @click.option("--work", type=click.Path(path_type=Path), default=Path("/tmp/bert2onnxq-finetune"), show_default=True)
 @click.option("--lr", type=float, default=2e-5, show_default=True)
 @click.option("--hidden-weight", type=float, default=0.0, show_default=True, help="Weight of the hidden states' MSE.")
+@click.option("--group-by-length/--no-group-by-length", "grouped", default=True, show_default=True,
+              help="Fine-tuning batches of similar lengths (convert's --finetune-group-by-length).")
 @click.option("--reuse", is_flag=True, help="Keep converted files already in --work.")
 @click.option("--merge", is_flag=True, help="Add to the --json file's rows (same model, row and recipe: replaced).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path))
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path))
-def main(models, rows, steps, lr, hidden_weight, shared, work, reuse, merge, json_path, md_path):
+def main(models, rows, steps, lr, hidden_weight, grouped, shared, work, reuse, merge, json_path, md_path):
     """Post-training vs fine-tuned quantized files, full dev sets."""
     names = [r.strip() for r in rows.split(",") if r.strip()]
     unknown = [r for r in names if r not in ROWS]
@@ -174,7 +181,7 @@ def main(models, rows, steps, lr, hidden_weight, shared, work, reuse, merge, jso
     report = {"command": command, "environment": environment(), "rows": []}
     new = []
     for name in models:
-        new += run_model(name, shared, work, names, steps, reuse, lr, hidden_weight)
+        new += run_model(name, shared, work, names, steps, reuse, lr, hidden_weight, grouped)
         report["rows"] = merged(kept, new, _key)
         save(report, json_path, md_path, markdown)
     out.print(console_table("post-training vs fine-tuned", ["model", "row", "", "metric", "drop", "agreement"],
