@@ -34,6 +34,8 @@ from harness import (  # noqa: E402
 )
 from tables import console_table, earlier_rows, md_checks, md_table, merged, print_checks, save  # noqa: E402
 
+from bert2onnxq.quantize.finetune import FinetuneJob, FinetuneSettings  # noqa: E402
+
 NEURON = {"granularity": "neuron-group", "groups": 128, "symmetric": False}
 # row -> (label, convert options); qbert rows run the Hessian on the task's train data
 ROWS = {
@@ -59,17 +61,16 @@ def _options(task: str, calib: dict, spec: dict):
 
 
 def recipe_tag(steps: int, lr: float, hidden_weight: float, grouped: bool = True) -> str:
-    """What differs from the default recipe (600 steps, lr 2e-5, no hidden states, grouped), for file names."""
-    return "".join([f"-s{steps}" if steps != 600 else "", f"-lr{lr:g}" if lr != 2e-5 else "",
+    """The recipe in file names: the lr, and what differs from 600 steps, no hidden states, grouped."""
+    return "".join([f"-s{steps}" if steps != 600 else "", f"-lr{lr:g}",
                     f"-h{hidden_weight:g}" if hidden_weight else "", "" if grouped else "-ng"])
 
 
-def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, reuse: bool, lr: float = 2e-5,
+def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, reuse: bool, lr: float = FinetuneSettings.lr,
               hidden_weight: float = 0.0, grouped: bool = True) -> list[dict]:
     from bert2onnxq.convert import convert
     from bert2onnxq.onnx_io import model_metadata
     from bert2onnxq.plan import QuantPlan
-    from bert2onnxq.quantize.finetune import FinetuneJob, FinetuneSettings
     from bert2onnxq.validate import ReferenceCache, validate
 
     task = MODELS[name]
@@ -114,7 +115,7 @@ def _key(row: dict) -> tuple:
 
 
 def _recipe(ft: dict) -> str:
-    return (f"{ft['steps']} steps" + (f", lr {ft['lr']:g}" if ft["lr"] != 2e-5 else "")
+    return (f"{ft['steps']} steps, lr {ft['lr']:g}"
             + (f", hidden-state MSE x{ft['hidden_weight']:g}" if ft.get("hidden_weight") else "")
             + (", grouped by length" if ft.get("group_by_length") else ""))
 
@@ -140,7 +141,7 @@ def markdown(report: dict) -> str:
              "8-bit dynamic activations, int8 embeddings, nearest rounding unless the row says GPTQ (`--rounding gptq`, "
              f"searched ranges, {CALIB_SAMPLES} calibration samples; fine-tuned, it starts from GPTQ's integers, each "
              "weight where GPTQ's compensated weight sat in its cell, and keeps GPTQ's grid); fine-tuned rows: `convert --finetune` "
-             "with the steps shown (batch 16, lr 2e-5 unless shown, T 2, logits distilled from FP32 on the task's "
+             "with the steps shown (batch 16, lr as shown, T 2, logits distilled from FP32 on the task's "
              "train split, plus the hidden states' MSE where shown; batches grouped by length where shown, "
              "cut from the shuffle in order otherwise). "
              "Each file scored at `validate`'s default batch against the FP32 export.")
@@ -163,7 +164,7 @@ def markdown(report: dict) -> str:
 @click.option("--steps", type=click.IntRange(1), default=600, show_default=True)
 @click.option("--shared", type=click.Path(path_type=Path), default=DEFAULT_SHARED, show_default=True)
 @click.option("--work", type=click.Path(path_type=Path), default=Path("/tmp/bert2onnxq-finetune"), show_default=True)
-@click.option("--lr", type=float, default=2e-5, show_default=True)
+@click.option("--lr", type=float, default=FinetuneSettings.lr, show_default=True, help="convert's --finetune-lr.")
 @click.option("--hidden-weight", type=float, default=0.0, show_default=True, help="Weight of the hidden states' MSE.")
 @click.option("--group-by-length/--no-group-by-length", "grouped", default=True, show_default=True,
               help="Fine-tuning batches of similar lengths (convert's --finetune-group-by-length).")

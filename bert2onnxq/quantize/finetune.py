@@ -32,7 +32,7 @@ from .fake_quant import prepare, refresh_grids
 class FinetuneSettings:
     steps: int = 600
     batch_size: int = 16
-    lr: float = 2e-5
+    lr: float = 1e-4  # a latent must move about half a step to change an integer (docs/finetune.md)
     temperature: float = 2.0
     hidden_weight: float = 0.0  # weight of the hidden states' MSE (0: logits only)
     seed: int = 0
