@@ -129,9 +129,12 @@ def checks(rows: list[dict]) -> list[dict]:
 def _ordered(rows: list[dict]) -> list[dict]:
     """By model (first seen), row, then post-training before its fine-tuned recipes (merged runs interleave)."""
     models = list(dict.fromkeys(r["model"] for r in rows))
-    return sorted(rows, key=lambda r: (models.index(r["model"]), list(ROWS).index(r["row"]), r["finetuned"],
-                                       (r["finetune"] or {}).get("hidden_weight") or 0.0, (r["finetune"] or {}).get("steps") or 0,
-                                       (r["finetune"] or {}).get("lr") or 0.0, bool((r["finetune"] or {}).get("group_by_length"))))
+    def order(r: dict) -> tuple:
+        ft = r["finetune"] or {}
+        return (models.index(r["model"]), list(ROWS).index(r["row"]), r["finetuned"], ft.get("hidden_weight") or 0.0,
+                ft.get("steps") or 0, ft.get("lr") or 0.0, bool(ft.get("group_by_length")))
+
+    return sorted(rows, key=order)
 
 
 def markdown(report: dict) -> str:

@@ -31,6 +31,7 @@ from .quant import (
                   container,
                   dequantize,
                   expand_scale,
+                  expanded_grid,
                   int_range,
                   lq_params,
                   mse,
@@ -41,7 +42,7 @@ from .quant import (
 from .runtime import fold_ocs, multiplier_limit, two_level_int8, two_level_params
 
 __all__ = ["DISTRIBUTIONS", "GRANULARITIES", "QuantParams", "aciq_params", "container", "container_bits",
-           "container_bytes", "dequantize", "expand_scale", "gauss_mse", "ideal_bytes", "int_range",
+           "container_bytes", "dequantize", "expand_scale", "expanded_grid", "gauss_mse", "ideal_bytes", "int_range",
            "laplace_mse", "lq_params", "mse", "neuron_groups", "ActivationSplit", "OCSSplit", "activation_split",
            "replay_splits", "split_order", "grid_aware", "num_splits", "ocs_params", "ocs_split", "optimal_alpha",
            "pack", "quantize", "unpack", "weight_ranges", "fold_ocs", "multiplier_limit", "two_level_int8", "two_level_params", "dynamic_quantize",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quant import QuantParams, expand_scale, int_range
+from .quant import QuantParams, expanded_grid, int_range
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,7 @@ def gptq_round(w: np.ndarray, h: np.ndarray, params: QuantParams,
     if settings.block < 1 or settings.damp < 0:
         raise ValueError("block must be >= 1 and damp >= 0")
     qmin, qmax = int_range(params.bits, params.symmetric)
-    scale = expand_scale(params.scale, w.shape, params.axis, params.block_size).astype(np.float64)
-    zero = (expand_scale(params.zero_point, w.shape, params.axis, params.block_size).astype(np.float64)
-            if params.zero_point is not None else np.zeros_like(scale))
+    scale, zero = expanded_grid(params, w.shape)
     hd = damped(h, settings.damp)
     # act order: the grid stays that of each row's own position (static groups), so any order is representable
     order = np.argsort(-np.diag(hd), kind="stable") if settings.act_order else np.arange(k)
@@ -91,9 +89,7 @@ def within_cells(q: np.ndarray, updated: np.ndarray, params: QuantParams, margin
     """Float weights that round back to the integers q on `params`' grid and sit where `updated` sits
     inside each rounding cell (clipped to +-margin of a step, so float32 rounding cannot change a q):
     a latent that keeps how close each of GPTQ's decisions was, so training can move the near ones."""
-    scale = expand_scale(params.scale, q.shape, params.axis, params.block_size).astype(np.float64)
-    zero = (expand_scale(params.zero_point, q.shape, params.axis, params.block_size).astype(np.float64)
-            if params.zero_point is not None else np.zeros_like(scale))
+    scale, zero = expanded_grid(params, q.shape)
     q = q.astype(np.float64)
     cell = np.divide(np.asarray(updated, np.float64), scale, out=q - zero, where=scale > 0) + zero - q
     offset = np.clip(cell, -margin, margin)

@@ -240,6 +240,14 @@ def expand_scale(scale, shape, axis, block_size) -> np.ndarray:
     return full[(slice(None),) * axis + (slice(0, d),)]
 
 
+def expanded_grid(params: QuantParams, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, zero point) of every element of a [K, N] weight on `params`' grid, float64 (zero: 0 if symmetric)."""
+    scale = expand_scale(params.scale, shape, params.axis, params.block_size).astype(np.float64)
+    zero = (expand_scale(params.zero_point, shape, params.axis, params.block_size).astype(np.float64)
+            if params.zero_point is not None else np.zeros_like(scale))
+    return scale, zero
+
+
 def quantize(w, p: QuantParams) -> np.ndarray:
     """rint(w / scale) (+ zero point), half to even, clipped to int_range; int8 if signed else uint8."""
     w = np.asarray(w, dtype=np.float64)

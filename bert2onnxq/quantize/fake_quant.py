@@ -51,9 +51,7 @@ def _torch_grid(params: numerics.QuantParams, shape: tuple[int, int]):
     """(scale, zero, qmin, qmax) of a [K, N] weight's grid, expanded and laid out as torch's [out, in]."""
     import torch
 
-    scale = numerics.expand_scale(params.scale, shape, params.axis, params.block_size)
-    zero = (numerics.expand_scale(params.zero_point, shape, params.axis, params.block_size)
-            if params.zero_point is not None else np.zeros(shape))
+    scale, zero = numerics.expanded_grid(params, shape)
     qmin, qmax = numerics.int_range(params.bits, params.symmetric)
     return (torch.from_numpy(np.ascontiguousarray(scale.T, np.float32)),
             torch.from_numpy(np.ascontiguousarray(zero.T, np.float64)), qmin, qmax)
