@@ -5,14 +5,16 @@ model's FP32 export (metric, agreement, logit error), with the fine-tuning's ste
     python benchmarks/finetune_table.py --models minilm-l6-sst2,minilm-l6-mrpc --rows u2,qb23 \
         --json benchmarks/results/finetune_table.json --markdown benchmarks/results/finetune_table.md
 
-`--reuse` keeps converted files already in --work (their plans say how they were made); `--merge`
-adds this run's rows to the --json file's, replacing rows made the same way (model, row, recipe).
+`--reuse` keeps converted files already in --work (their plans say how they were made); FP32 runs are
+kept there for later runs too. `--merge` adds this run's rows to the --json file's, replacing rows made
+the same way (model, row, recipe). The tables are saved after each file, so a stopped run keeps its rows.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -67,7 +69,8 @@ def recipe_tag(steps: int, lr: float, hidden_weight: float, grouped: bool = True
 
 
 def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, reuse: bool, lr: float = FinetuneSettings.lr,
-              hidden_weight: float = 0.0, grouped: bool = True) -> list[dict]:
+              hidden_weight: float = 0.0, grouped: bool = True) -> Iterator[dict]:
+    """Each row's post-training and fine-tuned results, one at a time (the caller saves after each)."""
     from bert2onnxq.convert import convert
     from bert2onnxq.onnx_io import model_metadata
     from bert2onnxq.plan import QuantPlan
@@ -77,7 +80,8 @@ def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, 
     fp32, _ = fp32_export(shared / "models" / name, work / name)
     data = {"data_file": shared / SQUAD_FILE} if task == "squad" else {"data_dir": shared / "data" / "glue"}
     calib = train_data(shared, task)
-    calibrate, cache, results = calibrator(task, calib), ReferenceCache(), []  # calibrate: GPTQ's inputs
+    calibrate = calibrator(task, calib)  # GPTQ's inputs
+    cache = ReferenceCache(work / "fp32-runs")  # on disk: separate runs score against one FP32 run
     for row in rows:
         label, spec = ROWS[row]
         for tuned in (False, True):
@@ -93,19 +97,18 @@ def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, 
             r = validate(path, task, reference=fp32, threads=THREADS, reference_cache=cache, **data)
             primary = r["primary_metric"]
             ft = plan.finetune
-            results.append({"model": name, "task": task, "row": row, "label": label, "finetuned": tuned,
-                            "plan": plan.summary(), "primary_metric": primary, "metric": r["model"]["metrics"][primary],
-                            "fp32_metric": r["reference"]["metrics"][primary], "drop": r["comparison"]["drop"][primary],
-                            "agreement": r["comparison"]["agreement"], "logit_rel_rms": r["comparison"]["logit_rel_rms"],
-                            "batch": r["protocol"]["batch_size"], "mib": path.stat().st_size / 2**20,
-                            "convert_seconds": round(convert_s, 1) if not (reuse and convert_s < 1) else None,
-                            "finetune": {k: ft.get(k) for k in ("steps", "batch_size", "lr", "temperature", "hidden_weight", "group_by_length",
-                                                                "seconds", "examples", "loss_first", "loss_last", "agreement")}
-                            if ft else None})
-            x = results[-1]
+            x = {"model": name, "task": task, "row": row, "label": label, "finetuned": tuned,
+                 "plan": plan.summary(), "primary_metric": primary, "metric": r["model"]["metrics"][primary],
+                 "fp32_metric": r["reference"]["metrics"][primary], "drop": r["comparison"]["drop"][primary],
+                 "agreement": r["comparison"]["agreement"], "logit_rel_rms": r["comparison"]["logit_rel_rms"],
+                 "batch": r["protocol"]["batch_size"], "mib": path.stat().st_size / 2**20,
+                 "convert_seconds": round(convert_s, 1) if not (reuse and convert_s < 1) else None,
+                 "finetune": {k: ft.get(k) for k in ("steps", "batch_size", "lr", "temperature", "hidden_weight", "group_by_length",
+                                                     "seconds", "examples", "loss_first", "loss_last", "agreement")}
+                 if ft else None}
             err.print(f"{name:16s} {label:38s} {'fine-tuned' if tuned else 'post-training':13s} {primary} {x['metric']:.2f} "
                       f"(FP32 {x['fp32_metric']:.2f}, drop {x['drop']:+.2f}) agree {x['agreement']:.2f}%")
-    return results
+            yield x
 
 
 def _key(row: dict) -> tuple:
@@ -221,9 +224,10 @@ def main(models, rows, steps, lr, hidden_weight, grouped, shared, work, reuse, m
     report = {"command": command, "environment": environment(), "rows": []}
     new = []
     for name in models:
-        new += run_model(name, shared, work, names, steps, reuse, lr, hidden_weight, grouped)
-        report["rows"] = merged(kept, new, _key)
-        save(report, json_path, md_path, markdown)
+        for x in run_model(name, shared, work, names, steps, reuse, lr, hidden_weight, grouped):
+            new.append(x)
+            report["rows"] = merged(kept, new, _key)
+            save(report, json_path, md_path, markdown)  # after each file: a stopped run keeps what it measured
     out.print(console_table("post-training vs fine-tuned", ["model", "row", "", "metric", "drop", "agreement"],
                             [[r["model"], r["label"], "ft" if r["finetuned"] else "ptq", f"{r['metric']:.2f}",
                               f"{r['drop']:+.2f}", f"{r['agreement']:.2f}"] for r in report["rows"]], left={0, 1, 2}))
