@@ -53,7 +53,7 @@ ROWS = {
 TARGET_DROP = 2.3  # Q-BERT's claim: within 2.3 points of FP32
 
 
-def _options(task: str, calib: dict, spec: dict):
+def row_options(task: str, calib: dict, spec: dict):
     from bert2onnxq.methods import REGISTRY, convert_options
 
     spec = {**(REGISTRY[spec["method"]].preset or {}), **spec}  # the method's defaults, as the CLI applies them
@@ -90,7 +90,7 @@ def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, 
             if not (reuse and path.is_file()):
                 settings = FinetuneSettings(steps=steps, lr=lr, hidden_weight=hidden_weight, group_by_length=grouped)
                 job = FinetuneJob(settings, task, calib.get("data_dir"), calib.get("data_file")) if tuned else None
-                convert(str(fp32), path, _options(task, calib, spec), finetune=job, calibrate=calibrate,
+                convert(str(fp32), path, row_options(task, calib, spec), finetune=job, calibrate=calibrate,
                         log=lambda line: err.print(line))
             convert_s = time.perf_counter() - t0
             plan = QuantPlan.from_json(model_metadata(path)["plan"])

@@ -78,6 +78,7 @@ def test_trained_fake_quant_model_is_the_shipped_file(tiny_models, tiny_onnx, tm
     record, student = finetune(model, plan, loaded, _features(), FinetuneSettings(steps=3, batch_size=4, lr=1e-2,
                                                                                   eval_every=0), data="synthetic")
     assert record["parameters_written"] > len(plan.weights) and record["steps"] == 3
+    assert record["check_seconds"] == 0.0 and 0.0 <= record["refresh_seconds"] <= record["seconds"]  # eval_every=0: no checks
     assert not np.array_equal(weight_array(model, plan.weights[0].name), w0)  # training moved the weights
     plan.finetune = record
     quantize_and_apply(model, plan)

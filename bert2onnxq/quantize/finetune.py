@@ -233,9 +233,11 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
         lengths, batches = np.array([len(f["input_ids"]) for f in train]), []
         hidden = settings.hidden_weight > 0
         history, losses, tokens = [], [], 0
+        spent = {"checks": 0.0, "refresh": 0.0}  # where the time goes besides the steps themselves
         began = time.perf_counter()
         want = predictions(teacher, dev, loaded.head) if dev and settings.eval_every else []
         first = agreement(student, want, dev, loaded.head) if want else None
+        spent["checks"] += time.perf_counter() - began
         if first is not None:
             history.append({"step": 0, "agreement": round(first, 2)})
             if log:
@@ -257,12 +259,16 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
             optimizer.step()
             schedule.step()
             if step % settings.refresh == 0 or step == settings.steps:
+                t0 = time.perf_counter()
                 refresh_grids(student)
+                spent["refresh"] += time.perf_counter() - t0
             losses.append(loss.item())
             if tick:
                 tick(1)
             if settings.eval_every and dev and (step % settings.eval_every == 0 or step == settings.steps):
+                t0 = time.perf_counter()
                 a = agreement(student, want, dev, loaded.head)
+                spent["checks"] += time.perf_counter() - t0
                 history.append({"step": step, "agreement": round(a, 2), "loss": round(float(np.mean(losses[-settings.eval_every:])), 5)})
                 if log:
                     log(f"step {step}/{settings.steps}: loss {history[-1]['loss']:.4f}, agreement with FP32 {a:.2f}% on "
@@ -275,6 +281,7 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
              f"the FP32 weights, on the plan's grid recomputed every {settings.refresh} steps")
     return {**asdict(settings), "data": data, "teacher": "the FP32 source model (distillation)", "start": begin,
             "source_model": str(loaded.source), "examples": len(train), "held_out": len(dev), "tokens": tokens, "seconds": round(seconds, 1),
+            "check_seconds": round(spent["checks"], 1), "refresh_seconds": round(spent["refresh"], 1),
             "loss_first": round(losses[0], 5), "loss_last": round(float(np.mean(losses[-max(1, settings.steps // 20):])), 5),
             "agreement": history, "parameters_written": replaced, "torch_threads": settings.threads or threads,
             "steps_per_second": round(settings.steps / seconds, 3) if seconds > 0 else math.inf}, student
