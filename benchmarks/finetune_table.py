@@ -62,14 +62,13 @@ def row_options(task: str, calib: dict, spec: dict):
     return convert_options(**spec)
 
 
-def recipe_tag(steps: int, lr: float, hidden_weight: float, grouped: bool = True) -> str:
-    """The recipe in file names: the lr, and what differs from 600 steps, no hidden states, grouped."""
-    return "".join([f"-s{steps}" if steps != 600 else "", f"-lr{lr:g}",
-                    f"-h{hidden_weight:g}" if hidden_weight else "", "" if grouped else "-ng"])
+def recipe_tag(s: FinetuneSettings) -> str:
+    """The recipe in file names: the lr, and what differs from 600 steps, no hidden states, grouped, the last step kept."""
+    return "".join([f"-s{s.steps}" if s.steps != 600 else "", f"-lr{s.lr:g}", f"-h{s.hidden_weight:g}" if s.hidden_weight else "",
+                    "" if s.group_by_length else "-ng", "" if s.keep == "last" else f"-{s.keep}"])
 
 
-def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, reuse: bool, lr: float = FinetuneSettings.lr,
-              hidden_weight: float = 0.0, grouped: bool = True) -> Iterator[dict]:
+def run_model(name: str, shared: Path, work: Path, rows: list[str], settings: FinetuneSettings, reuse: bool) -> Iterator[dict]:
     """Each row's post-training and fine-tuned results, one at a time (the caller saves after each)."""
     from bert2onnxq.convert import convert
     from bert2onnxq.onnx_io import model_metadata
@@ -85,10 +84,9 @@ def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, 
     for row in rows:
         label, spec = ROWS[row]
         for tuned in (False, True):
-            path = work / name / f"{row}{'-ft' + recipe_tag(steps, lr, hidden_weight, grouped) if tuned else ''}.onnx"
+            path = work / name / f"{row}{'-ft' + recipe_tag(settings) if tuned else ''}.onnx"
             t0 = time.perf_counter()
             if not (reuse and path.is_file()):
-                settings = FinetuneSettings(steps=steps, lr=lr, hidden_weight=hidden_weight, group_by_length=grouped)
                 job = FinetuneJob(settings, task, calib.get("data_dir"), calib.get("data_file")) if tuned else None
                 convert(str(fp32), path, row_options(task, calib, spec), finetune=job, calibrate=calibrate,
                         log=lambda line: err.print(line))
@@ -104,7 +102,7 @@ def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, 
                  "batch": r["protocol"]["batch_size"], "mib": path.stat().st_size / 2**20,
                  "convert_seconds": round(convert_s, 1) if not (reuse and convert_s < 1) else None,
                  "finetune": {k: ft.get(k) for k in ("steps", "batch_size", "lr", "temperature", "hidden_weight", "group_by_length",
-                                                     "seconds", "examples", "loss_first", "loss_last", "agreement")}
+                                                     "keep", "kept_step", "seconds", "examples", "loss_first", "loss_last", "agreement")}
                  if ft else None}
             err.print(f"{name:16s} {label:38s} {'fine-tuned' if tuned else 'post-training':13s} {primary} {x['metric']:.2f} "
                       f"(FP32 {x['fp32_metric']:.2f}, drop {x['drop']:+.2f}) agree {x['agreement']:.2f}%")
@@ -114,13 +112,14 @@ def run_model(name: str, shared: Path, work: Path, rows: list[str], steps: int, 
 def _key(row: dict) -> tuple:
     ft = row["finetune"] or {}
     return (row["model"], row["row"], row["finetuned"], ft.get("steps"), ft.get("lr"), ft.get("hidden_weight") or 0.0,
-            bool(ft.get("group_by_length")))
+            bool(ft.get("group_by_length")), ft.get("keep") or "last")
 
 
 def _recipe(ft: dict) -> str:
     return (f"{ft['steps']} steps, lr {ft['lr']:g}"
             + (f", hidden-state MSE x{ft['hidden_weight']:g}" if ft.get("hidden_weight") else "")
-            + (", grouped by length" if ft.get("group_by_length") else ""))
+            + (", grouped by length" if ft.get("group_by_length") else "")
+            + (f", kept the best check (step {ft['kept_step']})" if (ft.get("keep") or "last") != "last" else ""))
 
 
 def checks(rows: list[dict]) -> list[dict]:
@@ -135,18 +134,20 @@ def _ordered(rows: list[dict]) -> list[dict]:
     def order(r: dict) -> tuple:
         ft = r["finetune"] or {}
         return (models.index(r["model"]), list(ROWS).index(r["row"]), r["finetuned"], ft.get("hidden_weight") or 0.0,
-                ft.get("steps") or 0, ft.get("lr") or 0.0, bool(ft.get("group_by_length")))
+                ft.get("steps") or 0, ft.get("lr") or 0.0, bool(ft.get("group_by_length")), ft.get("keep") or "last")
 
     return sorted(rows, key=order)
 
 
-def _off_default(ft: dict) -> tuple[str, str, str]:
-    """How a recipe differs from the tool's defaults: (steps or hidden states, lr, grouping); "" where it does not."""
+def _off_default(ft: dict) -> tuple[str, str, str, str]:
+    """How a recipe differs from the tool's defaults: (steps or hidden states, lr, grouping, the step kept); "" where
+    it does not."""
     d = FinetuneSettings
     return (", ".join(x for x in (f"{ft['steps']} steps" if ft["steps"] != 600 else "",
                                   f"hidden-state MSE x{ft['hidden_weight']:g}" if ft.get("hidden_weight") else "") if x),
             f"lr {ft['lr']:g}" if ft["lr"] != d.lr else "",
-            "" if bool(ft.get("group_by_length")) == d.group_by_length else "not grouped")
+            "" if bool(ft.get("group_by_length")) == d.group_by_length else "not grouped",
+            "" if (ft.get("keep") or "last") == d.keep else f"kept the {ft.get('keep') or 'last'} step")
 
 
 def summary(rows: list[dict]) -> list[str]:
@@ -210,11 +211,13 @@ def markdown(report: dict) -> str:
 @click.option("--hidden-weight", type=float, default=0.0, show_default=True, help="Weight of the hidden states' MSE.")
 @click.option("--group-by-length/--no-group-by-length", "grouped", default=True, show_default=True,
               help="Fine-tuning batches of similar lengths (convert's --finetune-group-by-length).")
+@click.option("--keep", type=click.Choice(["last", "best"]), default=FinetuneSettings.keep, show_default=True,
+              help="convert's --finetune-keep: the last step, or the held-out check with the lowest distillation loss.")
 @click.option("--reuse", is_flag=True, help="Keep converted files already in --work.")
 @click.option("--merge", is_flag=True, help="Add to the --json file's rows (same model, row and recipe: replaced).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path))
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path))
-def main(models, rows, steps, lr, hidden_weight, grouped, shared, work, reuse, merge, json_path, md_path):
+def main(models, rows, steps, lr, hidden_weight, grouped, keep, shared, work, reuse, merge, json_path, md_path):
     """Post-training vs fine-tuned quantized files, full dev sets."""
     names = [r.strip() for r in rows.split(",") if r.strip()]
     unknown = [r for r in names if r not in ROWS]
@@ -222,9 +225,10 @@ def main(models, rows, steps, lr, hidden_weight, grouped, shared, work, reuse, m
         raise click.BadParameter(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     command, kept = earlier_rows(json_path, merge, "python benchmarks/finetune_table.py " + " ".join(sys.argv[1:]))
     report = {"command": command, "environment": environment(), "rows": []}
+    settings = FinetuneSettings(steps=steps, lr=lr, hidden_weight=hidden_weight, group_by_length=grouped, keep=keep)
     new = []
     for name in models:
-        for x in run_model(name, shared, work, names, steps, reuse, lr, hidden_weight, grouped):
+        for x in run_model(name, shared, work, names, settings, reuse):
             new.append(x)
             report["rows"] = merged(kept, new, _key)
             save(report, json_path, md_path, markdown)  # after each file: a stopped run keeps what it measured

@@ -72,10 +72,12 @@ def model_card(*, title: str, source: str, fp32: str | None, plan, summary: dict
                      f"(layers {lb['layer_index'][0]}..{lb['layer_index'][-1]}; mean {lb['mean']:.2f}) |")
     if plan.finetune:
         f = plan.finetune
-        reached = f["agreement"][-1]["agreement"] if f.get("agreement") else None
+        kept = f.get("kept_step", f["steps"])
+        reached = next((h["agreement"] for h in f.get("agreement") or [] if h["step"] == kept), None)
         lines.append(f"| Fine-tuned | yes: quantization-aware, distilled from the FP32 model ({f['steps']} steps of {f['batch_size']}, "
                      f"lr {f['lr']:g}, T {f['temperature']:g}, {f['seconds']:.0f} s) on {f['data']}"
                      + (f", starting from {f['start']}" if f.get("start") else "")
+                     + (f"; kept step {kept}, the lowest held-out distillation loss" if kept != f["steps"] else "")
                      + (f"; agreement with FP32 {reached:.2f}% on {f['held_out']} held-out train features" if reached is not None else "")
                      + " |")
     lines.append(f"| Plan (JSON) | {f'`{plan_file}`, and ' if plan_file else ''}in the file's metadata, key `bert2onnxq.plan` |")

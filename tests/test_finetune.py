@@ -106,6 +106,38 @@ def test_finetune_refuses_what_it_cannot_reproduce(tiny_models, tiny_onnx):
     plan = decide(model, convert_options(bits=4))
     with pytest.raises(BadInput, match="no train examples"):
         finetune(model, plan, loaded, [], FinetuneSettings(steps=1), data="synthetic")
+    with pytest.raises(BadInput, match="held-out checks"):
+        finetune(model, plan, loaded, _features(), FinetuneSettings(steps=1, eval_every=0, keep="best"), data="synthetic")
+
+
+@pytest.mark.parametrize("head", ["classification", "question-answering"])
+def test_keep_best_ships_the_checked_step_with_the_lowest_held_out_loss(tiny_models, tiny_onnx, tmp_path, head):
+    """A destructive lr leaves every later check worse than step 0: keep=best ships step 0, which for a
+    nearest plan is the FP32 weights, and the file computes what the restored student does."""
+    import torch
+
+    model = load_ir(tiny_onnx[head])
+    plan = decide(model, convert_options(bits=4))
+    loaded = load_hf_model(str(tiny_models[head]))
+    w0 = weight_array(model, plan.weights[0].name).copy()
+    settings = FinetuneSettings(steps=4, batch_size=4, lr=10.0, eval_every=2, eval_samples=8, keep="best")
+    record, student = finetune(model, plan, loaded, _features(40), settings, data="synthetic")
+    losses = [h["held_out_loss"] for h in record["agreement"]]
+    assert [h["step"] for h in record["agreement"]] == [0, 2, 4] and losses[0] < min(losses[1:])
+    assert record["kept_step"] == 0
+    np.testing.assert_array_equal(weight_array(model, plan.weights[0].name), w0)
+    plan.finetune = record
+    quantize_and_apply(model, plan)
+    from onnx_ir import to_proto
+
+    save_onnx(to_proto(model), tmp_path / "best.onnx")
+    feeds = tiny_feeds()
+    got = ort.InferenceSession(str(tmp_path / "best.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+    with torch.no_grad():
+        out = student(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    want = [out.logits] if head == "classification" else [out.start_logits, out.end_logits]
+    for g, w in zip(got, want):
+        assert np.abs(g - w.numpy()).max() <= 1e-3
 
 
 GPTQ_GRIDS = {

@@ -9,7 +9,7 @@ from ..quantize.finetune import FinetuneSettings
 
 _D = FinetuneSettings()
 RECIPE = ("finetune_steps", "finetune_batch_size", "finetune_lr", "finetune_temperature", "finetune_hidden_weight",
-          "finetune_seed", "finetune_threads", "finetune_group_by_length")
+          "finetune_seed", "finetune_threads", "finetune_group_by_length", "finetune_keep")
 
 finetune_options = cloup.option_group(
     "Quantization-aware fine-tuning (--finetune; every method, Q-BERT as the paper does it)",
@@ -26,6 +26,9 @@ finetune_options = cloup.option_group(
     cloup.option("--finetune-seed", type=int, default=_D.seed, show_default=True),
     cloup.option("--finetune-group-by-length/--no-finetune-group-by-length", default=_D.group_by_length, show_default=True,
                  help="Batches of examples of similar lengths (cut from runs of 50 shuffled batches): less padding."),
+    cloup.option("--finetune-keep", type=click.Choice(["last", "best"]), default=_D.keep, show_default=True,
+                 help="The weights to ship: the last step's, or those of the held-out check (every 100 steps, and "
+                      "step 0) with the lowest distillation loss."),
     cloup.option("--finetune-threads", type=click.IntRange(0), default=_D.threads, show_default=True,
                  help="torch threads (0: torch's default)."),
 )
@@ -52,5 +55,5 @@ def finetune_job(p: dict):
     settings = FinetuneSettings(steps=p["finetune_steps"], batch_size=p["finetune_batch_size"], lr=p["finetune_lr"],
                                 temperature=p["finetune_temperature"], hidden_weight=p["finetune_hidden_weight"],
                                 seed=p["finetune_seed"], threads=p["finetune_threads"],
-                                group_by_length=p["finetune_group_by_length"])
+                                group_by_length=p["finetune_group_by_length"], keep=p["finetune_keep"])
     return FinetuneJob(settings, p["task"], p["data_dir"], p["calib_file"], str(p["hf_model"]) if p["hf_model"] else None)

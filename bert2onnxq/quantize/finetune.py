@@ -41,11 +41,16 @@ class FinetuneSettings:
     eval_samples: int = 256
     refresh: int = 10  # steps between recomputing the grids from the weights (and after the last step)
     group_by_length: bool = True  # batches of similar lengths (train_batches): far less padding on QA windows
+    keep: str = "last"  # "best": the checked step with the lowest held-out distillation loss (step 0 included)
 
     def check(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.temperature <= 0 or self.hidden_weight < 0:
             raise BadInput("--finetune-steps, --finetune-batch-size, --finetune-lr and --finetune-temperature must be "
                            "positive, --finetune-hidden-weight >= 0")
+        if self.keep not in ("last", "best"):
+            raise BadInput(f"--finetune-keep is 'last' or 'best', not '{self.keep}'")
+        if self.keep == "best" and not self.eval_every:
+            raise BadInput("--finetune-keep best picks among the held-out checks: they are off (eval_every 0)")
 
 
 def check_finetunable(plan: QuantPlan) -> None:
@@ -163,33 +168,41 @@ def distillation_loss(student, teacher, mask, head: str, temperature: float):
     return total / len(student)
 
 
-def predictions(model, features: list[dict], head: str, batch_size: int = 32) -> list:
-    """Per feature what `model` predicts: the score (regression), the class, or QA's (start, end) over real tokens."""
+def scored(model, features: list[dict], batch_size: int = 32) -> list[tuple]:
+    """`model`'s (attention mask, logits) on `features`, batch by batch, without gradients."""
     import torch
 
     out = []
     with torch.no_grad():
         for start in range(0, len(features), batch_size):
             batch = _batch(features, range(start, min(start + batch_size, len(features))))
-            logits, _ = _outputs(model, batch, False)
-            if head == "regression":
-                out.extend(logits[0].reshape(-1).tolist())
-                continue
-            mask = batch["attention_mask"] == 0
-            picks = [(a.masked_fill(mask, -1e4) if head == "question-answering" else a).argmax(-1).tolist() for a in logits]
-            out.extend(zip(*picks))
+            out.append((batch["attention_mask"], _outputs(model, batch, False)[0]))
     return out
 
 
-def agreement(student, want: list, features: list[dict], head: str) -> float:
-    """% of `features` where the fake-quant model predicts `want`, FP32's predictions (QA: the same start and
-    end; regression: within 10%)."""
-    got = predictions(student, features, head)
+def predictions(batches: list[tuple], head: str) -> list:
+    """Per feature what was predicted (`scored`): the score (regression), the class, or QA's (start, end) over real tokens."""
+    out = []
+    for mask, logits in batches:
+        if head == "regression":
+            out.extend(logits[0].reshape(-1).tolist())
+            continue
+        picks = [(a.masked_fill(mask == 0, -1e4) if head == "question-answering" else a).argmax(-1).tolist() for a in logits]
+        out.extend(zip(*picks))
+    return out
+
+
+def held_out_check(student, dev: list[dict], teacher: list[tuple], head: str, temperature: float) -> tuple[float, float]:
+    """On the held-out features `dev` (the teacher's `scored` outputs on them): the student's agreement with FP32
+    in % (the same class, QA's same start and end, regression within 10%) and its mean distillation loss."""
+    got = scored(student, dev)
+    mine, want = predictions(got, head), predictions(teacher, head)
     if head == "regression":
-        same = sum(abs(s - t) <= 0.1 * (1 + abs(t)) for s, t in zip(got, want))
+        same = sum(abs(s - t) <= 0.1 * (1 + abs(t)) for s, t in zip(mine, want))
     else:
-        same = sum(s == t for s, t in zip(got, want))
-    return 100.0 * same / max(len(want), 1)
+        same = sum(s == t for s, t in zip(mine, want))
+    loss = sum(float(distillation_loss(s, t, mask, head, temperature)) * len(mask) for (mask, s), (_, t) in zip(got, teacher))
+    return 100.0 * same / max(len(want), 1), loss / max(len(dev), 1)
 
 
 def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settings: FinetuneSettings, data: str,
@@ -235,13 +248,27 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
         history, losses, tokens = [], [], 0
         spent = {"checks": 0.0, "refresh": 0.0}  # where the time goes besides the steps themselves
         began = time.perf_counter()
-        want = predictions(teacher, dev, loaded.head) if dev and settings.eval_every else []
-        first = agreement(student, want, dev, loaded.head) if want else None
-        spent["checks"] += time.perf_counter() - began
-        if first is not None:
-            history.append({"step": 0, "agreement": round(first, 2)})
+        want = scored(teacher, dev) if dev and settings.eval_every else []
+        best = {"loss": math.inf, "step": None, "state": None}
+
+        def check(step: int) -> None:
+            """Score the student as it would ship now on the held-out features; remember the best for keep=best."""
+            t0 = time.perf_counter()
+            if step % settings.refresh and step != settings.steps:
+                refresh_grids(student)
+            a, held_loss = held_out_check(student, dev, want, loaded.head, settings.temperature)
+            history.append({"step": step, "agreement": round(a, 2), "held_out_loss": round(held_loss, 5),
+                            **({"loss": round(float(np.mean(losses[-settings.eval_every:])), 5)} if step else {})})
+            if settings.keep == "best" and held_loss < best["loss"]:
+                best.update(loss=held_loss, step=step, state={k: v.detach().clone() for k, v in student.state_dict().items()})
+            spent["checks"] += time.perf_counter() - t0
             if log:
-                log(f"step 0/{settings.steps}: agreement with FP32 {first:.2f}% on {len(dev)} held-out train features")
+                log(f"step {step}/{settings.steps}: " + (f"loss {history[-1]['loss']:.4f}, " if step else "")
+                    + f"agreement with FP32 {a:.2f}%, distillation loss {held_loss:.4f} on {len(dev)} held-out train features"
+                    + (f" ({time.perf_counter() - began:.0f} s)" if step else ""))
+
+        if want:
+            check(0)
         tick = progress("fine-tuning", settings.steps) if progress else None
         for step in range(1, settings.steps + 1):
             if not batches:  # a new pass
@@ -265,14 +292,17 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
             losses.append(loss.item())
             if tick:
                 tick(1)
-            if settings.eval_every and dev and (step % settings.eval_every == 0 or step == settings.steps):
-                t0 = time.perf_counter()
-                a = agreement(student, want, dev, loaded.head)
-                spent["checks"] += time.perf_counter() - t0
-                history.append({"step": step, "agreement": round(a, 2), "loss": round(float(np.mean(losses[-settings.eval_every:])), 5)})
-                if log:
-                    log(f"step {step}/{settings.steps}: loss {history[-1]['loss']:.4f}, agreement with FP32 {a:.2f}% on "
-                        f"{len(dev)} held-out train features ({time.perf_counter() - began:.0f} s)")
+            if want and (step % settings.eval_every == 0 or step == settings.steps):
+                check(step)
+        kept = settings.steps
+        if settings.keep == "best" and not want and log:
+            log("--finetune-keep best: too few train examples to hold any out, so the last step is kept")
+        if best["step"] is not None and best["step"] != settings.steps:  # keep=best, and an earlier check was better
+            student.load_state_dict(best["state"])
+            refresh_grids(student)
+            kept = best["step"]
+            if log:
+                log(f"kept step {kept}: the lowest held-out distillation loss of the checks ({best['loss']:.4f})")
         seconds = time.perf_counter() - began
         replaced = write_back(model, student, teacher)
     finally:
@@ -280,7 +310,7 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
     begin = ("GPTQ's integers (latent: GPTQ's compensated weights within their cells), on GPTQ's grid, kept" if start else
              f"the FP32 weights, on the plan's grid recomputed every {settings.refresh} steps")
     return {**asdict(settings), "data": data, "teacher": "the FP32 source model (distillation)", "start": begin,
-            "source_model": str(loaded.source), "examples": len(train), "held_out": len(dev), "tokens": tokens, "seconds": round(seconds, 1),
+            "source_model": str(loaded.source), "examples": len(train), "held_out": len(dev), "tokens": tokens, "kept_step": kept, "seconds": round(seconds, 1),
             "check_seconds": round(spent["checks"], 1), "refresh_seconds": round(spent["refresh"], 1),
             "loss_first": round(losses[0], 5), "loss_last": round(float(np.mean(losses[-max(1, settings.steps // 20):])), 5),
             "agreement": history, "parameters_written": replaced, "torch_threads": settings.threads or threads,
