@@ -310,8 +310,8 @@ def finetune(model: ir.Model, plan: QuantPlan, loaded, train: list[dict], settin
     begin = ("GPTQ's integers (latent: GPTQ's compensated weights within their cells), on GPTQ's grid, kept" if start else
              f"the FP32 weights, on the plan's grid recomputed every {settings.refresh} steps")
     return {**asdict(settings), "data": data, "teacher": "the FP32 source model (distillation)", "start": begin,
-            "source_model": str(loaded.source), "examples": len(train), "held_out": len(dev), "tokens": tokens, "kept_step": kept, "seconds": round(seconds, 1),
-            "check_seconds": round(spent["checks"], 1), "refresh_seconds": round(spent["refresh"], 1),
+            "source_model": str(loaded.source), "examples": len(train), "held_out": len(dev), "tokens": tokens, "kept_step": kept,
+            "seconds": round(seconds, 1), "check_seconds": round(spent["checks"], 1), "refresh_seconds": round(spent["refresh"], 1),
             "loss_first": round(losses[0], 5), "loss_last": round(float(np.mean(losses[-max(1, settings.steps // 20):])), 5),
             "agreement": history, "parameters_written": replaced, "torch_threads": settings.threads or threads,
             "steps_per_second": round(settings.steps / seconds, 3) if seconds > 0 else math.inf}, student
