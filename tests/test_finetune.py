@@ -31,6 +31,23 @@ def _features(n=24, vocab=60, seed=1):
     return out
 
 
+def _shipped_minus_trained(model, plan, record, student, path, **kept) -> float:
+    """Quantize the fine-tuned graph by its plan, save it to `path`, and return the max abs difference between
+    ONNX Runtime's outputs of that file and the torch fake-quant student's."""
+    import torch
+    from onnx_ir import to_proto
+
+    plan.finetune = record
+    quantize_and_apply(model, plan, **kept)
+    save_onnx(to_proto(model), path)
+    feeds = tiny_feeds()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    with torch.no_grad():
+        out = student(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    want = [out.logits] if getattr(out, "logits", None) is not None else [out.start_logits, out.end_logits]
+    return max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
+
+
 def test_train_batches_cover_a_pass_and_grouped_ones_pad_as_little_as_sorting():
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 385, 1000)
@@ -66,8 +83,6 @@ GRIDS = {
 @pytest.mark.parametrize("grid", list(GRIDS))
 @pytest.mark.parametrize("head", ["classification", "question-answering"])
 def test_trained_fake_quant_model_is_the_shipped_file(tiny_models, tiny_onnx, tmp_path, grid, head):
-    import torch
-
     fp32 = tiny_onnx[head]
     before = fp32.read_bytes()
     model = load_ir(fp32)
@@ -80,18 +95,7 @@ def test_trained_fake_quant_model_is_the_shipped_file(tiny_models, tiny_onnx, tm
     assert record["parameters_written"] > len(plan.weights) and record["steps"] == 3
     assert record["check_seconds"] == 0.0 and 0.0 <= record["refresh_seconds"] <= record["seconds"]  # eval_every=0: no checks
     assert not np.array_equal(weight_array(model, plan.weights[0].name), w0)  # training moved the weights
-    plan.finetune = record
-    quantize_and_apply(model, plan)
-    from onnx_ir import to_proto
-
-    save_onnx(to_proto(model), tmp_path / "ft.onnx")
-    feeds = tiny_feeds()
-    got = ort.InferenceSession(str(tmp_path / "ft.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
-    with torch.no_grad():
-        out = student(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-    want = [out.logits] if head == "classification" else [out.start_logits, out.end_logits]
-    for g, w in zip(got, want):
-        assert np.abs(g - w.numpy()).max() <= 1e-3, grid
+    assert _shipped_minus_trained(model, plan, record, student, tmp_path / "ft.onnx") <= 1e-3, grid
     assert fp32.read_bytes() == before  # the FP32 export is unchanged
 
 
@@ -114,8 +118,6 @@ def test_finetune_refuses_what_it_cannot_reproduce(tiny_models, tiny_onnx):
 def test_keep_best_ships_the_checked_step_with_the_lowest_held_out_loss(tiny_models, tiny_onnx, tmp_path, head):
     """A destructive lr leaves every later check worse than step 0: keep=best ships step 0, which for a
     nearest plan is the FP32 weights, and the file computes what the restored student does."""
-    import torch
-
     model = load_ir(tiny_onnx[head])
     plan = decide(model, convert_options(bits=4))
     loaded = load_hf_model(str(tiny_models[head]))
@@ -126,18 +128,7 @@ def test_keep_best_ships_the_checked_step_with_the_lowest_held_out_loss(tiny_mod
     assert [h["step"] for h in record["agreement"]] == [0, 2, 4] and losses[0] < min(losses[1:])
     assert record["kept_step"] == 0
     np.testing.assert_array_equal(weight_array(model, plan.weights[0].name), w0)
-    plan.finetune = record
-    quantize_and_apply(model, plan)
-    from onnx_ir import to_proto
-
-    save_onnx(to_proto(model), tmp_path / "best.onnx")
-    feeds = tiny_feeds()
-    got = ort.InferenceSession(str(tmp_path / "best.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
-    with torch.no_grad():
-        out = student(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-    want = [out.logits] if head == "classification" else [out.start_logits, out.end_logits]
-    for g, w in zip(got, want):
-        assert np.abs(g - w.numpy()).max() <= 1e-3
+    assert _shipped_minus_trained(model, plan, record, student, tmp_path / "best.onnx") <= 1e-3
 
 
 GPTQ_GRIDS = {
@@ -154,8 +145,6 @@ def test_finetune_from_gptq_starts_on_its_integers_keeps_its_grid_and_ships_what
     import copy
 
     import onnx
-    import torch
-    from onnx_ir import to_proto
     from stsb_data import stsb_calibrate
 
     from bert2onnxq import numerics
@@ -182,14 +171,8 @@ def test_finetune_from_gptq_starts_on_its_integers_keeps_its_grid_and_ships_what
     settings = FinetuneSettings(steps=3, batch_size=4, lr=1e-2, eval_every=0)
     record, student = finetune(model, plan, loaded, _features(), settings, data="synthetic", start=start)
     assert record["start"].startswith("GPTQ's integers")
-    plan.finetune = record
-    quantize_and_apply(model, plan, kept={name: qt.params for name, qt in start.items()})
-    save_onnx(to_proto(model), tmp_path / "ft.onnx")
-    feeds = tiny_feeds()
-    got = ort.InferenceSession(str(tmp_path / "ft.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
-    with torch.no_grad():
-        want = student(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
-    assert np.abs(got[0] - want).max() <= 1e-3
+    kept = {name: qt.params for name, qt in start.items()}
+    assert _shipped_minus_trained(model, plan, record, student, tmp_path / "ft.onnx", kept=kept) <= 1e-3
     # convert end to end: the same grid as the post-training GPTQ file, other integers
     job = FinetuneJob(settings, task="stsb", data_dir=stsb["glue"], hf_model=str(tiny_models["regression"]))
     convert(str(fp32), tmp_path / "g.onnx", options, calibrate=calibrate)
