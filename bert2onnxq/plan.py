@@ -15,6 +15,7 @@ from .errors import BadInput
 
 PLAN_VERSION = 1
 TARGETS = ("cpu", "cuda")
+ACT_MODES = ("dynamic", "static", "per-token")
 # How ONNX Runtime runs a weight (decided per tensor for the plan's target):
 KERNELS = {
     "int8": "int8 GEMM on int8 weights and 8-bit activations (ORT MatMulIntegerToFloat / DynamicQuantizeMatMul)",
@@ -82,10 +83,11 @@ class TensorPlan:
 
 @dataclass
 class ActivationPlan:
-    """8-bit activations at every quantized MatMul's input: dynamic (per batch) or static (calibrated)."""
+    """8-bit activations at every quantized MatMul's input: dynamic (per batch), static (calibrated) or
+    per token (a symmetric int8 scale per row, on the int8 GEMM)."""
 
     bits: int | None = 8  # None: activations stay FP32
-    mode: str = "dynamic"  # dynamic | static
+    mode: str = "dynamic"  # dynamic (per batch) | static | per-token (int8 GEMM weights; ACT_MODES)
     calibration: str | None = None  # static only: minmax | aciq
     samples: int | None = None
     ranges: dict[str, list[float]] = field(default_factory=dict)  # static: quantized tensor -> [lo, hi]

@@ -77,6 +77,9 @@ GRIDS = {
     "3-bit group-16, two-level int8": dict(bits=3, granularity="group", group_size=16, group_kernel="int8"),
     "3-bit OCS weight splits": dict(method="ocs", bits=3),
     "2-bit per channel, weight-only, int4 embeddings": dict(bits=2, act_bits=None, emb_bits=4),
+    "4-bit per channel, per-token activations": dict(bits=4, act_calib="per-token"),
+    "3-bit group-16, two-level int8, per-token activations": dict(bits=3, granularity="group", group_size=16,
+                                                                 group_kernel="int8", act_calib="per-token"),
 }
 
 

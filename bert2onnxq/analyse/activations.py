@@ -34,8 +34,10 @@ class ChannelObserver:
         self.rows: list[np.ndarray] = []
         self.rng = rng
         self.moment = None if not moments else 0.0  # X^T X over every real token (GPTQ's H), float64
-        # with the batch quantized as the int8 kernels' DynamicQuantizeLinear does: X_q^T X_q and X_q^T X
-        self.q_moment = self.cross_moment = 0.0 if moments == "quantized" else None
+        # with the batch quantized as the int8 kernels' activations are: X_q^T X_q and X_q^T X, for moments
+        # "quantized" (DynamicQuantizeLinear, per batch) or "per-token"
+        self.quantize = {"quantized": numerics.dynamic_quantize, "per-token": numerics.per_token_quantize}.get(moments)
+        self.q_moment = self.cross_moment = None if self.quantize is None else 0.0
         self.tokens = 0
 
     def update(self, x: np.ndarray) -> None:
@@ -48,13 +50,13 @@ class ChannelObserver:
         self.rows.append(x[self.rng.choice(len(x), size=min(len(x), keep), replace=False)])
 
     def add_moment(self, x: np.ndarray) -> None:
-        """Accumulate X^T X of one batch's token rows x [tokens, K] and, for moments="quantized", the same
-        with the batch quantized to 8 bits per tensor (one call per batch: a few large products)."""
+        """Accumulate X^T X of one batch's token rows x [tokens, K] and, for quantized moments, the same
+        with the batch quantized to 8 bits (one call per batch: a few large products)."""
         # one batch's products in float32 (BLAS sgemm, a few hundred rows each), summed over batches in float64
         x32 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
         self.moment = self.moment + (x32.T @ x32).astype(np.float64)
-        if self.q_moment is not None:  # moments="quantized"
-            xq = numerics.dynamic_quantize(x32)
+        if self.q_moment is not None:
+            xq = self.quantize(x32)
             self.q_moment = self.q_moment + (xq.T @ xq).astype(np.float64)
             self.cross_moment = self.cross_moment + (xq.T @ x32).astype(np.float64)
 
@@ -93,7 +95,7 @@ def observe_activations(
 ) -> dict[str, ChannelObserver]:
     """Run the FP32 model on `samples` train examples of `task_name` in calibration order (more, in that
     order, until they hold `min_tokens` tokens) and observe the named activations (with `moments`, also their
-    second moment X^T X; "quantized": also those of the 8-bit quantized batch); `progress(label, total)`
+    second moment X^T X; "quantized" / "per-token": also those of the 8-bit quantized batch); `progress(label, total)`
     shows the batches. `weights` {initializer name: array} replace those initializers first."""
     import onnx
     from onnx import numpy_helper
@@ -225,7 +227,9 @@ def input_moments(model: ir.Model, plan: QuantPlan, fp32_path: Path, calibrate, 
     if only is not None:
         names = {t.name for t in only}
         readers = {x: ws for x, ws in readers.items() if names & set(ws)}
-    moments = "quantized" if rounding.get("inputs") == "quantized" else True  # X_q moments only when used
+    moments = True  # X_q moments only when used
+    if rounding.get("inputs") == "quantized":
+        moments = "per-token" if plan.activations.mode == "per-token" else "quantized"
     extra = {"weights": weights} if weights else {}
     observers = calibrate(fp32_path, sorted(readers), samples=rounding.get("samples"), moments=moments,
                           min_tokens=rounding.get("min_tokens", 0), **extra)

@@ -125,8 +125,9 @@ SHARED_DATA = ("task", "data_dir", "calib_file", "hf_model")
     "Activations, embeddings and kernels",
     cloup.option("--act-bits", type=click.Choice(["8", "none"]), default="8", show_default=True,
                  help="Activations at each quantized MatMul's input."),
-    cloup.option("--act-calib", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
-                 help="dynamic: per-batch ranges at run time; static: ranges calibrated on the task's train split."),
+    cloup.option("--act-calib", type=click.Choice(["dynamic", "static", "per-token"]), default="dynamic", show_default=True,
+                 help="dynamic: per-batch ranges at run time; static: ranges calibrated on the task's train split; "
+                      "per-token: a symmetric int8 scale per token at run time (int8 GEMM weights)."),
     cloup.option("--calib-method", type=click.Choice(["minmax", "aciq"]), default="minmax", show_default=True),
     cloup.option("--emb-bits", type=click.Choice(["8", "4", "none"]), default="8", show_default=True,
                  help="Word/position/token-type tables: int8 per row, int4 per row block (ORT GatherBlockQuantized), or FP32."),

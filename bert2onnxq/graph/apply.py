@@ -7,7 +7,7 @@ import onnx_ir as ir
 from .. import numerics
 from ..plan import QuantPlan
 from ..quantize.tensor import QuantizedTensor
-from .activations import QuantizeActivationsPass
+from .activations import PerTokenActivationsPass, QuantizeActivationsPass
 from .embeddings import QuantizeEmbeddingsPass
 from .ocs import SplitActivationsPass, SplitChannelsPass
 from .qdq_weights import QuantizeWeightsPass
@@ -26,8 +26,12 @@ def apply_plan(model: ir.Model, plan: QuantPlan, weights: list[QuantizedTensor],
         # MatMulIntegerToFloat that cannot run. The int8 GEMM kernels get the activation quantizers.
         kernels = {t.name: t.kernel for t in plan.weights}
         dequantized = [f"{t.name}_dequantized" for t in weights if kernels[t.name] in ("int8", "int8-two-level")]
-        ranges = plan.activations.ranges if plan.activations.mode == "static" else None
-        passes.append(QuantizeActivationsPass(dequantized, ranges))
+        if plan.activations.mode == "per-token":
+            passes.append(PerTokenActivationsPass({f"{t.name}_dequantized": activation_width(plan, t) for t in plan.weights
+                                                   if t.kernel in ("int8", "int8-two-level")}))
+        else:
+            ranges = plan.activations.ranges if plan.activations.mode == "static" else None
+            passes.append(QuantizeActivationsPass(dequantized, ranges))
     ir.passes.PassManager(passes)(model)
     model.metadata_props["bert2onnxq.plan"] = plan.to_json()
     model.metadata_props["bert2onnxq.plan_summary"] = plan.summary()
@@ -38,6 +42,12 @@ def apply_splits_fp32(model: ir.Model, plan: QuantPlan, splits: dict, expanded: 
     """Only OCS channel splitting (weights and activations), in FP32: must equal the FP32 model."""
     ir.passes.PassManager([SplitChannelsPass(splits, expanded), split_activations_pass(plan, suffix="")])(model)
     return model
+
+
+def activation_width(plan: QuantPlan, t) -> int:
+    """Inputs of the activation weight t's MatMul reads: its rows, more after an OCS activation split."""
+    rows = plan.activation_split_rows(t.name)
+    return len(numerics.ActivationSplit.from_rows(t.shape[0], rows).index) if rows else t.shape[0]
 
 
 def split_activations_pass(plan: QuantPlan, suffix: str = "_dequantized") -> SplitActivationsPass:

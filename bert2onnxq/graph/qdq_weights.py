@@ -86,7 +86,7 @@ def _zero_point_int8(graph: ir.Graph, nodes: list[ir.Node], base: str, values: n
     return _add(nodes, "Cast", [zp], f"{base}_zero_point_Cast", to=ir.DataType.INT8)
 
 
-def _shared_constant(graph: ir.Graph, name: str, array, dtype) -> ir.Value:
+def shared_constant(graph: ir.Graph, name: str, array, dtype) -> ir.Value:
     """One initializer per name for constants every tensor of a kind shares (the unpack tables)."""
     return graph.initializers[name] if name in graph.initializers else constant_initializer(graph, name, array, dtype)
 
@@ -105,7 +105,7 @@ def bit_packed_values(graph: ir.Graph, nodes: list[ir.Node], base: str, values: 
              "shift": (o["shift"], np.uint8), "up": (o["up"], np.uint8),
              "straddles": (np.where(o["straddles"], 0xFF, 0), np.uint8), "mask": ((1 << bits) - 1, np.uint8),
              "flat": ([-1], np.int64), "start": ([0], np.int64), "offset": (offset, np.int8)}
-    c = {name: _shared_constant(graph, f"{k}_{name}", array, dtype) for name, (array, dtype) in table.items()}
+    c = {name: shared_constant(graph, f"{k}_{name}", array, dtype) for name, (array, dtype) in table.items()}
     chunks = _add(nodes, "Reshape", [stored, c["chunks"]], f"{base}_unpack_Reshape")
     low = _add(nodes, "Gather", [chunks, c["lo"]], f"{base}_unpack_lo_Gather", axis=1)
     low = _add(nodes, "BitShift", [low, c["shift"]], f"{base}_unpack_down", direction="RIGHT")

@@ -16,7 +16,7 @@ import onnx_ir as ir
 from .. import numerics
 from ..errors import BadInput
 from ..graph.locate import WeightSite, embedding_tables
-from ..plan import TARGETS, ActivationPlan, QuantPlan, TensorPlan, default_kernel
+from ..plan import ACT_MODES, TARGETS, ActivationPlan, QuantPlan, TensorPlan, default_kernel
 from ..tasks.base import CALIBRATION_DRAW
 
 GROUP_KERNELS = ("matmulnbits", "int8")
@@ -41,7 +41,7 @@ class ConvertOptions:
     groups: int = 128  # neuron-group: ranges per matrix (Q-BERT's 128)
     symmetric: bool | None = None  # None: symmetric at 5+ bits, asymmetric at 2-4 (see `grid_is_symmetric`)
     act_bits: int | None = 8
-    act_calib: str = "dynamic"  # dynamic | static
+    act_calib: str = "dynamic"  # plan.ACT_MODES
     calib_method: str = "minmax"  # static: minmax | aciq
     calib_samples: int = 128
     emb_bits: int | None = 8
@@ -73,6 +73,11 @@ class ConvertOptions:
             raise BadInput(f"--emb-bits {self.emb_bits} is not supported: use 8, 4 or none")
         if self.act_bits not in (None, 8):
             raise BadInput(f"--act-bits {self.act_bits} is not supported: use 8 or none")
+        if self.act_calib not in ACT_MODES:
+            raise BadInput(f"unknown --act-calib '{self.act_calib}': choose {', '.join(ACT_MODES)}")
+        if self.act_calib != "dynamic" and not self.act_bits:
+            raise BadInput(f"--act-calib {self.act_calib} sets how activations are quantized, but --act-bits none keeps "
+                           "them FP32: drop one of the two")
         if self.target not in TARGETS:
             raise BadInput(f"unknown target '{self.target}': choose cpu or cuda")
         if self.group_kernel not in GROUP_KERNELS:
@@ -147,6 +152,9 @@ def base_plan(model: ir.Model, sites: list[WeightSite], options: ConvertOptions,
                           calibration=options.calib_method if static else None,
                           samples=options.calib_samples if static else None, ocs_ratio=act_ocs_ratio)
     plan = QuantPlan(method, weights, embeddings, acts, list(options.skip), source_info(model), options.target)
+    if acts.mode == "per-token" and not any(t.kernel in ("int8", "int8-two-level") for t in weights):
+        raise BadInput("--act-calib per-token quantizes the inputs of weights on the int8 GEMM, and every weight here runs "
+                       "on MatMulNBits, which quantizes its own inputs: add --group-kernel int8 or drop --act-calib per-token")
     if options.rounding == "gptq":
         widest = max((t.shape[0] for t in weights), default=0)
         plan.rounding = {"method": "gptq", "damp": options.gptq_damp, "block": options.gptq_block,

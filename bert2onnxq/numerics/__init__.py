@@ -1,7 +1,7 @@
 """Quantization numerics on plain numpy arrays (no onnx, no torch): ranges, scales, packing, ACIQ."""
 
 from .aciq import DISTRIBUTIONS, gauss_mse, laplace_mse, optimal_alpha
-from .gptq import dynamic_quantize
+from .gptq import PER_TOKEN_MIN_SCALE, dynamic_quantize, per_token_quantize
 from .ocs import (
                   ActivationSplit,
                   OCSSplit,
@@ -46,4 +46,5 @@ __all__ = ["DISTRIBUTIONS", "GRANULARITIES", "QuantParams", "aciq_params", "cont
            "laplace_mse", "lq_params", "mse", "neuron_groups", "ActivationSplit", "OCSSplit", "activation_split",
            "replay_splits", "split_order", "grid_aware", "num_splits", "ocs_params", "ocs_split", "optimal_alpha",
            "pack", "quantize", "unpack", "weight_ranges", "fold_ocs", "multiplier_limit", "two_level_int8", "two_level_params", "dynamic_quantize",
+           "PER_TOKEN_MIN_SCALE", "per_token_quantize",
            "BIT_PACKED", "bit_offsets", "pack_bits", "unpack_bits"]

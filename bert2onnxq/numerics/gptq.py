@@ -20,6 +20,8 @@ import numpy as np
 
 from .quant import QuantParams, expanded_grid, int_range
 
+PER_TOKEN_MIN_SCALE = np.float32(1e-12)  # the scale of an all-zero row: its values quantize to 0
+
 
 @dataclass(frozen=True)
 class GPTQSettings:
@@ -105,6 +107,14 @@ def dynamic_quantize(x: np.ndarray) -> np.ndarray:
     zero = np.clip(np.rint(-lo / scale), 0, 255)
     q = np.clip(np.rint(x / scale) + zero, 0, 255)
     return ((q - zero) * scale).astype(np.float32)
+
+
+def per_token_quantize(x: np.ndarray) -> np.ndarray:
+    """x as the per-token activation quantizer sees it (graph/activations.py): symmetric int8 per row of the
+    last axis, scale max|row| / 127 (a tiny floor for an all-zero row), round half to even."""
+    x = np.asarray(x, np.float32)
+    scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True) / np.float32(127), PER_TOKEN_MIN_SCALE)
+    return (np.clip(np.rint(x / scale), -127, 127) * scale).astype(np.float32)
 
 
 def input_aware_target(w: np.ndarray, hq: np.ndarray, cross: np.ndarray, damp: float) -> np.ndarray:

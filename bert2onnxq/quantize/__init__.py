@@ -187,10 +187,10 @@ def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, method_grids, q_nearest, in
 
 
 def _quantized_inputs(plan: QuantPlan, t: TensorPlan, act_split) -> bool:
-    """Whether GPTQ rounds for the 8-bit dynamic inputs (X_q Q ~ X W): the int8 kernels' case. The quantizer
+    """Whether GPTQ rounds for the 8-bit run-time inputs (X_q Q ~ X W): the int8 kernels' case. The quantizer
     runs on x itself, before an OCS weight gather; an activation split is quantized after the split."""
     return (plan.rounding.get("inputs") == "quantized" and t.kernel in ("int8", "int8-two-level")
-            and act_split is None and plan.activations.mode == "dynamic")
+            and act_split is None and plan.activations.mode in ("dynamic", "per-token"))
 
 
 def effective_weight(w: np.ndarray, index: np.ndarray | None, act_split: numerics.ActivationSplit | None) -> np.ndarray:

@@ -33,6 +33,16 @@ def fake_dynamic(x):
     return x + (xq - x).detach()
 
 
+def fake_per_token(x):
+    """x as the per-token quantizer sees it (numerics.per_token_quantize), straight through."""
+    import torch
+
+    with torch.no_grad():
+        scale = torch.clamp(x.abs().amax(dim=-1, keepdim=True) / 127.0, min=float(numerics.PER_TOKEN_MIN_SCALE))
+        xq = torch.clamp(torch.round(x / scale), -127, 127) * scale
+    return x + (xq - x).detach()
+
+
 def fake_blocks(x, block: int):
     """x as MatMulNBits (accuracy level 4) quantizes its input: symmetric int8 per block of `block` inputs."""
     import torch
@@ -139,8 +149,9 @@ def prepare(hf_model, plan: QuantPlan, start: dict[str, QuantizedTensor] | None 
         parametrize.register_parametrization(module, "weight", grid)
         if plan.activations.bits:
             block = t.group_size if t.kernel == "matmulnbits" and t.granularity == "group" else None
-            module.register_forward_pre_hook(lambda _m, args, b=block: ((fake_blocks(args[0], b) if b else fake_dynamic(args[0])),
-                                                                        *args[1:]))
+            quantize = fake_per_token if plan.activations.mode == "per-token" else fake_dynamic
+            module.register_forward_pre_hook(lambda _m, args, b=block, f=quantize: ((fake_blocks(args[0], b) if b else f(args[0])),
+                                                                                    *args[1:]))
     for t in plan.embeddings:
         module = modules.get(t.name.removesuffix(".weight"))
         if module is None or tuple(module.weight.shape) != tuple(t.shape):

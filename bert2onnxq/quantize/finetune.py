@@ -55,8 +55,8 @@ class FinetuneSettings:
 
 def check_finetunable(plan: QuantPlan) -> None:
     """The plans whose runtime numerics the torch forward reproduces (one-line errors for the others)."""
-    if plan.activations.bits and plan.activations.mode != "dynamic":
-        raise BadInput("--finetune trains through dynamic 8-bit activations: drop --act-calib static")
+    if plan.activations.bits and plan.activations.mode == "static":
+        raise BadInput("--finetune trains through run-time 8-bit activations (dynamic or per-token): drop --act-calib static")
     if plan.activations.ocs_ratio or plan.activations.splits:
         raise BadInput("--finetune does not train through OCS activation splits: drop --ocs-activations")
     if plan.rounding.get("method") == "gptq" and any(t.ocs_ratio for t in plan.weights):
