@@ -191,7 +191,8 @@ def runtime_graph(path: Path, device: str = "cpu", config: dict | None = None) -
             "matmulnbits": [{"bits": b, "block_size": bs, "accuracy_level": lvl} for b, bs, lvl in sorted(nbits)],
             "dequantize_linear_at_run_time": ops["DequantizeLinear"], "float_matmul_on_dequantized_weights": float_matmul_on_dq,
             "ocs_gathers": sum(1 for n in model.graph.node if n.op_type == "Gather" and n.name.endswith("_ocs_gather")),
-            "dynamic_quantize_linear": ops["DynamicQuantizeLinear"]}
+            "dynamic_quantize_linear": ops["DynamicQuantizeLinear"],
+            "per_token_quantizers": sum(1 for n in model.graph.node if n.name.endswith("_per_token_QuantizeLinear"))}
 
 
 def stored_plan(path: Path) -> str:

@@ -99,3 +99,19 @@ def test_per_token_where_it_does_not_apply_is_an_error(tiny_onnx, options, messa
 
     with pytest.raises(BadInput, match=message):
         decide(load_ir(tiny_onnx["classification"]), convert_options(**options))
+
+
+def test_converted_file_runs_every_quantized_layer_on_the_int8_gemm_at_any_batch(tiny_onnx, tmp_path):
+    from bert2onnxq.convert import convert
+    from bert2onnxq.inspect import runtime_graph
+    from bert2onnxq.methods import convert_options
+    from bert2onnxq.validate import batch_rule
+
+    out = tmp_path / "q.onnx"
+    plan = convert(str(tiny_onnx["classification"]), out, convert_options(bits=4, granularity="group", group_size=16,
+                                                                          group_kernel="int8", act_calib="per-token"))["plan"]
+    runtime = runtime_graph(out)
+    assert runtime["linear_kernels"].get("int8") == len(plan.weights)
+    assert runtime["per_token_quantizers"] == len({t.layer for t in plan.weights}) * 4  # Q/K/V share one
+    assert runtime["dynamic_quantize_linear"] == 0 and runtime["float_matmul_on_dequantized_weights"] == 0
+    assert batch_rule(out)[0] == 32

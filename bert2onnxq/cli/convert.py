@@ -343,8 +343,8 @@ def _max_drop(p: dict, flat: dict):
         raise BadInput("--max-drop chooses the plan: drop --plan (or drop --max-drop to re-apply a plan)")
     if not p["task"]:
         raise BadInput("--max-drop needs --task (and its data: --data-dir, or --data-file with --search-file)")
-    if flat["act_calib"] == "static":
-        raise BadInput("--max-drop does not support --act-calib static yet: use dynamic activations")
+    if flat["act_calib"] != "dynamic":
+        raise BadInput(f"--max-drop does not support --act-calib {flat['act_calib']} yet: use dynamic activations")
     base = {k: v for k, v in canonical({"method": "lq", "bits": 8, **flat}).items()
             if k not in ("method", "bits", "granularity", "group_size", "ocs_ratio", "rounding")}
     grid = Grid(granularities=tuple(_csv(p["search_granularity"])), group_size=p["group_size"],

@@ -107,4 +107,5 @@ def print_inspection(r: dict) -> None:
                   + (f" ({nb})" if nb else ""))
         out.print(f"  left at run time: {rt['dequantize_linear_at_run_time']} DequantizeLinear, "
                   f"{rt['float_matmul_on_dequantized_weights']} float MatMul on dequantized weights, "
-                  f"{rt['dynamic_quantize_linear']} DynamicQuantizeLinear, {rt['ocs_gathers']} OCS Gather")
+                  f"{rt['dynamic_quantize_linear']} DynamicQuantizeLinear, {rt['per_token_quantizers']} per-token "
+                  f"QuantizeLinear, {rt['ocs_gathers']} OCS Gather")
