@@ -80,6 +80,7 @@ GRIDS = {
     "4-bit per channel, per-token activations": dict(bits=4, act_calib="per-token"),
     "3-bit group-16, two-level int8, per-token activations": dict(bits=3, granularity="group", group_size=16,
                                                                  group_kernel="int8", act_calib="per-token"),
+    "8-bit OCS (Concat + Gather form), per-token activations": dict(method="ocs", bits=8, act_calib="per-token"),
 }
 
 
