@@ -24,11 +24,10 @@ def apply_plan(model: ir.Model, plan: QuantPlan, weights: list[QuantizedTensor],
         # MatMulNBits weights quantize activations to int8 themselves (session.qdq_matmulnbits_accuracy_level=4,
         # ORT's default); explicit activation QDQ in front of a blocked weight makes ORT 1.31 build a
         # MatMulIntegerToFloat that cannot run. The int8 GEMM kernels get the activation quantizers.
-        kernels = {t.name: t.kernel for t in plan.weights}
-        dequantized = [f"{t.name}_dequantized" for t in weights if kernels[t.name] in ("int8", "int8-two-level")]
+        int8 = [t for t in plan.weights if t.kernel in ("int8", "int8-two-level")]
+        dequantized = [f"{t.name}_dequantized" for t in int8]
         if plan.activations.mode == "per-token":
-            passes.append(PerTokenActivationsPass({f"{t.name}_dequantized": activation_width(plan, t) for t in plan.weights
-                                                   if t.kernel in ("int8", "int8-two-level")}))
+            passes.append(PerTokenActivationsPass({name: activation_width(plan, t) for name, t in zip(dequantized, int8)}))
         else:
             ranges = plan.activations.ranges if plan.activations.mode == "static" else None
             passes.append(QuantizeActivationsPass(dequantized, ranges))
