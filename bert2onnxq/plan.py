@@ -16,6 +16,7 @@ from .errors import BadInput
 PLAN_VERSION = 1
 TARGETS = ("cpu", "cuda")
 ACT_MODES = ("dynamic", "static", "per-token")
+INT8_GEMM_KERNELS = ("int8", "int8-two-level")  # the kernels whose activations the graph quantizes
 # How ONNX Runtime runs a weight (decided per tensor for the plan's target):
 KERNELS = {
     "int8": "int8 GEMM on int8 weights and 8-bit activations (ORT MatMulIntegerToFloat / DynamicQuantizeMatMul)",
@@ -259,7 +260,7 @@ def check_kernels(plan: QuantPlan) -> None:
         if t.kernel not in KERNELS or t.ocs_form not in ("", *OCS_FORMS):
             raise BadInput(f"the plan gives '{t.name}' kernel '{t.kernel}' / OCS form '{t.ocs_form}', which bert2onnxq "
                            f"does not know: recreate the plan with --plan-out")
-        int8 = t.kernel in ("int8", "int8-two-level")
+        int8 = t.kernel in INT8_GEMM_KERNELS
         if int8 and (plan.target != "cpu" or not plan.activations.bits):
             raise BadInput(f"the plan runs '{t.name}' on the int8 GEMM, which needs target cpu and 8-bit activations")
         if (t.kernel == "int8-two-level") != (t.granularity == "group" and int8):

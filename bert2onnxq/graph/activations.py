@@ -41,6 +41,27 @@ def static_qparams(lo: float, hi: float) -> tuple[float, int]:
     return float(np.float32(scale)), int(np.clip(np.rint(-lo / scale), 0, 255))
 
 
+def _quantized_inputs(graph: ir.Graph, weight_values, quantize):
+    """(MatMul, the quantized input it should read, the quantizer's parameters) for each MatMul whose weight
+    is in `weight_values`. `quantize(x, matmul) -> (q, *parameters)` runs once per activation (Q, K and V
+    share it); an OCS Concat(x, Gather(x, channels)) moves onto q, so the split channels keep x's scale."""
+    matmuls = [n for n in graph if n.op_type == "MatMul" and n.inputs[1] is not None
+               and n.inputs[1].name in weight_values]
+    quantized: dict[str, tuple] = {}
+    for node in matmuls:
+        concat = node.inputs[0].producer()
+        concat = concat if is_ocs_concat(concat) else None
+        x = concat.inputs[0] if concat else node.inputs[0]
+        if x.name not in quantized:
+            quantized[x.name] = quantize(x, node)
+        q, *parameters = quantized[x.name]
+        if concat:
+            concat.inputs[1].producer().replace_input_with(0, q)  # the Gather of the split channels
+            concat.replace_input_with(0, q)
+            q = concat.outputs[0]
+        yield node, q, parameters
+
+
 class QuantizeActivationsPass(ir.passes.InPlacePass):
     """Insert activation quantizers in front of the MatMuls that use the given weight values."""
 
@@ -51,25 +72,14 @@ class QuantizeActivationsPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        matmuls = [n for n in graph if n.op_type == "MatMul" and n.inputs[1] is not None
-                   and n.inputs[1].name in self.weight_values]
-        quantized: dict[str, tuple[ir.Value, ir.Value, ir.Value]] = {}
-        for node in matmuls:
-            concat = node.inputs[0].producer()
-            concat = concat if is_ocs_concat(concat) else None
-            x = concat.inputs[0] if concat else node.inputs[0]
-            if x.name not in quantized:
-                quantized[x.name] = self._quantize(graph, x)
-            q, scale, zp = quantized[x.name]
-            if concat:
-                concat.inputs[1].producer().replace_input_with(0, q)  # the Gather of the split channels
-                concat.replace_input_with(0, q)
-                q = concat.outputs[0]
+        rewritten = 0
+        for node, q, (scale, zp) in _quantized_inputs(graph, self.weight_values, lambda x, _: self._quantize(graph, x)):
             dq = ir.node("DequantizeLinear", [q, scale, zp], name=f"{node.name}_act_DequantizeLinear",
                          outputs=[ir.Value(name=f"{node.name}_act_dequantized")])
             graph.insert_before(node, dq)
             node.replace_input_with(0, dq.outputs[0])
-        return ir.passes.PassResult(model, modified=bool(matmuls))
+            rewritten += 1
+        return ir.passes.PassResult(model, modified=bool(rewritten))
 
     def _quantize(self, graph: ir.Graph, x: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
         """Quantize x right after it is produced; returns (uint8 value, scale, zero point)."""
@@ -101,22 +111,12 @@ class PerTokenActivationsPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        matmuls = [n for n in graph if n.op_type == "MatMul" and n.inputs[1] is not None
-                   and n.inputs[1].name in self.widths]
-        quantized: dict[str, tuple[ir.Value, ir.Value]] = {}
-        for node in matmuls:
-            concat = node.inputs[0].producer()
-            concat = concat if is_ocs_concat(concat) else None
-            x = concat.inputs[0] if concat else node.inputs[0]
-            if x.name not in quantized:
-                quantized[x.name] = self._quantize(graph, x, self.widths[node.inputs[1].name])
-            q, scale = quantized[x.name]
-            if concat:
-                concat.inputs[1].producer().replace_input_with(0, q)
-                concat.replace_input_with(0, q)
-                q = concat.outputs[0]
+        rewritten = 0
+        for node, q, (scale,) in _quantized_inputs(
+                graph, self.widths, lambda x, node: self._quantize(graph, x, self.widths[node.inputs[1].name])):
             self._integer_matmul(graph, node, q, scale)
-        return ir.passes.PassResult(model, modified=bool(matmuls))
+            rewritten += 1
+        return ir.passes.PassResult(model, modified=bool(rewritten))
 
     def _quantize(self, graph: ir.Graph, x: ir.Value, width: int) -> tuple[ir.Value, ir.Value]:
         """Quantize x right after it is produced; returns (uint8 value, its scale per row [..., 1])."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from .. import numerics
-from ..plan import QuantPlan
+from ..plan import INT8_GEMM_KERNELS, QuantPlan
 from ..quantize.tensor import QuantizedTensor
 from .activations import PerTokenActivationsPass, QuantizeActivationsPass
 from .embeddings import QuantizeEmbeddingsPass
@@ -24,7 +24,7 @@ def apply_plan(model: ir.Model, plan: QuantPlan, weights: list[QuantizedTensor],
         # MatMulNBits weights quantize activations to int8 themselves (session.qdq_matmulnbits_accuracy_level=4,
         # ORT's default); explicit activation QDQ in front of a blocked weight makes ORT 1.31 build a
         # MatMulIntegerToFloat that cannot run. The int8 GEMM kernels get the activation quantizers.
-        int8 = [t for t in plan.weights if t.kernel in ("int8", "int8-two-level")]
+        int8 = [t for t in plan.weights if t.kernel in INT8_GEMM_KERNELS]
         dequantized = [f"{t.name}_dequantized" for t in int8]
         if plan.activations.mode == "per-token":
             passes.append(PerTokenActivationsPass({name: activation_width(plan, t) for name, t in zip(dequantized, int8)}))

@@ -16,7 +16,7 @@ import onnx_ir as ir
 from .. import numerics
 from ..errors import BadInput
 from ..graph.locate import WeightSite, embedding_tables
-from ..plan import ACT_MODES, TARGETS, ActivationPlan, QuantPlan, TensorPlan, default_kernel
+from ..plan import ACT_MODES, INT8_GEMM_KERNELS, TARGETS, ActivationPlan, QuantPlan, TensorPlan, default_kernel
 from ..tasks.base import CALIBRATION_DRAW
 
 GROUP_KERNELS = ("matmulnbits", "int8")
@@ -152,7 +152,7 @@ def base_plan(model: ir.Model, sites: list[WeightSite], options: ConvertOptions,
                           calibration=options.calib_method if static else None,
                           samples=options.calib_samples if static else None, ocs_ratio=act_ocs_ratio)
     plan = QuantPlan(method, weights, embeddings, acts, list(options.skip), source_info(model), options.target)
-    if acts.mode == "per-token" and not any(t.kernel in ("int8", "int8-two-level") for t in weights):
+    if acts.mode == "per-token" and not any(t.kernel in INT8_GEMM_KERNELS for t in weights):
         raise BadInput("--act-calib per-token quantizes the inputs of weights on the int8 GEMM, and every weight here runs "
                        "on MatMulNBits, which quantizes its own inputs: add --group-kernel int8 or drop --act-calib per-token")
     if options.rounding == "gptq":

@@ -28,7 +28,7 @@ from ..numerics.gptq import (
 )
 from ..numerics.grid_search import search_range
 from ..onnx_io import weight_array
-from ..plan import QuantPlan, TensorPlan
+from ..plan import INT8_GEMM_KERNELS, QuantPlan, TensorPlan
 from .tensor import QuantizedTensor
 
 
@@ -189,7 +189,7 @@ def _gptq(plan: QuantPlan, t: TensorPlan, w, matrix, method_grids, q_nearest, in
 def _quantized_inputs(plan: QuantPlan, t: TensorPlan, act_split) -> bool:
     """Whether GPTQ rounds for the 8-bit run-time inputs (X_q Q ~ X W): the int8 kernels' case. The quantizer
     runs on x itself, before an OCS weight gather; an activation split is quantized after the split."""
-    return (plan.rounding.get("inputs") == "quantized" and t.kernel in ("int8", "int8-two-level")
+    return (plan.rounding.get("inputs") == "quantized" and t.kernel in INT8_GEMM_KERNELS
             and act_split is None and plan.activations.mode in ("dynamic", "per-token"))
 
 

@@ -4,7 +4,7 @@ The source Hugging Face model is wrapped (quantize/fake_quant.py) so that its fo
 the quantized ONNX file will compute: every planned Linear's weight is replaced by the float weight the graph multiplies with
 (`quantize.runtime_weight`, from the same numerics that write the file: bits, granularity, symmetric or
 not, ACIQ clip, OCS splits, two-level scales), its input by the 8-bit activation the kernel sees
-(DynamicQuantizeLinear's per-tensor uint8 for the int8 GEMM; MatMulNBits' per-block int8), and the
+(DynamicQuantizeLinear's per-tensor uint8 or the per-token int8 for the int8 GEMM; MatMulNBits' per-block int8), and the
 embedding tables by their int8 rows (frozen). The grid is recomputed from the current weights every
 few steps and after the last one, as convert recomputes it from the final weights, so the file holds
 exactly what was trained. With `--rounding gptq` training starts from GPTQ's integers instead (each
